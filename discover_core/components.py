@@ -49,11 +49,9 @@ def params_model(obj: Any) -> type[pydantic.BaseModel]:
     return pydantic.create_model(name, __config__=pydantic.ConfigDict(extra="forbid"), **fields)
 
 
-def build(obj: Any, section: dict[str, Any]) -> Any:
-    """Validate ``section`` (without its ``name`` key) and build the component."""
-    model = params_model(obj)
-    params = model(**section)
-    if getattr(obj, "Params", None) is model:
+def instantiate(obj: Any, params: pydantic.BaseModel) -> Any:
+    """Build the component from params already validated by ``params_model(obj)``."""
+    if getattr(obj, "Params", None) is type(params):
         return obj(params)
     values = {k: getattr(params, k) for k in type(params).model_fields}
     if inspect.isclass(obj):
@@ -61,3 +59,8 @@ def build(obj: Any, section: dict[str, Any]) -> Any:
     bound = functools.partial(obj, **values)
     functools.update_wrapper(bound, obj)
     return bound
+
+
+def build(obj: Any, section: dict[str, Any]) -> Any:
+    """Validate ``section`` (without its ``name`` key) and build the component."""
+    return instantiate(obj, params_model(obj)(**section))

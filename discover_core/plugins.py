@@ -17,6 +17,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .errors import UserError
 
 ENTRY_POINT_GROUP = "discover"
 BUILTIN_DIST = "discover"
@@ -24,7 +25,7 @@ ENV_FILTER = "DISCOVER_PLUGINS"
 KINDS = ("problems", "samplers", "estimators", "backends")
 
 
-class PluginError(Exception):
+class PluginError(UserError):
     """A plugin is broken: an unknown hook, a duplicate name, a module that fails to import."""
 
 

@@ -1,0 +1,182 @@
+"""The ``discover`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import ConfigError, parse_override
+from .errors import UserError
+from .plugins import KINDS, PluginError, get_plugins
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+class DiscoverGroup(click.Group):
+    """Turns the errors a user can fix into one paragraph on stderr, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted; the run directory keeps every completed step (continue with --resume).", 130)
+
+
+@click.group(cls=DiscoverGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="discover")
+def cli(verbose: bool) -> None:
+    """Test-time discovery: a model writes programs, a verifier scores them, the model learns from them."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+_SET = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable)."
+)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_SET
+@click.option("--resume", is_flag=True, help="Continue the run directory's last complete step, if there is one.")
+def run(config: str, overrides: tuple[str, ...], resume: bool) -> None:
+    """Run discovery with CONFIG (a YAML file)."""
+    from .loop import run_config
+
+    run_config(config, list(overrides), resume=resume)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@_SET
+def resume(run_dir: str, overrides: tuple[str, ...]) -> None:
+    """Continue the run in RUN_DIR from its last complete step."""
+    from .loop import resume_run
+
+    resume_run(run_dir, list(overrides))
+
+
+def _problem(name: str, params: tuple[str, ...]):
+    from .components import build
+
+    plugins = get_plugins()
+    try:
+        entry = plugins.get("problems", name)
+    except KeyError:
+        raise ConfigError(
+            f"unknown problem {name!r}; installed problems: {', '.join(plugins.registries['problems'].names())}."
+        ) from None
+    section = {}
+    for p in params:
+        path, value = parse_override(p)
+        section[".".join(path)] = value
+    import pydantic
+
+    try:
+        return build(entry.obj, section)
+    except pydantic.ValidationError as e:
+        raise ConfigError(
+            f"bad --param for problem {name!r}: {e.errors()[0]['msg']} ({e.errors()[0]['loc']})."
+        ) from None
+
+
+def _read_construction(problem, file: str) -> Any:
+    try:
+        data = json.loads(Path(file).read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {file}: {e.strerror or e}.") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{file} is not JSON: {e.msg} at line {e.lineno}.") from None
+    if isinstance(data, dict) and "construction" in data:
+        data = data["construction"]
+    return problem.construction_from_record(data)
+
+
+_PARAM = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A problem parameter.")
+
+
+@cli.command()
+@click.argument("problem")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_PARAM
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Recompute the score of the construction in FILE from scratch.
+
+    FILE is a record (a JSON object with a "construction" key), a run's
+    best/construction.json, or a bare JSON list of numbers. Exits 1 if invalid.
+    """
+    prob = _problem(problem, params)
+    try:
+        construction = _read_construction(prob, file)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"{file} does not hold a {problem} construction: {e}") from None
+    v = prob.verify(construction)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"problem": problem, "valid": v.valid, "score": v.score, "reason": v.reason, "metrics": v.metrics}
+            )
+        )
+    else:
+        status = "valid" if v.valid else f"INVALID: {v.reason}"
+        click.echo(f"{problem}: {status}; score {v.score!r}")
+        for k, val in v.metrics.items():
+            click.echo(f"  {k}: {val}")
+    sys.exit(0 if v.valid else 1)
+
+
+@cli.command()
+@click.argument("problem")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_PARAM
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG to write (default: FILE with .png).")
+def plot(problem: str, file: str, params: tuple[str, ...], output: str | None) -> None:
+    """Draw the construction in FILE as a PNG."""
+    prob = _problem(problem, params)
+    construction = _read_construction(prob, file)
+    out = output or str(Path(file).with_suffix(".png"))
+    prob.plot(construction, out)
+    click.echo(out)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json: bool) -> None:
+    """Every registered problem, sampler, estimator and backend, with the distribution that supplied it."""
+    pl = get_plugins()
+    rows = [
+        {"kind": kind[:-1], "name": e.name, "plugin": e.plugin, "distribution": e.dist}
+        for kind in KINDS
+        for e in sorted(pl.registries[kind].entries.values(), key=lambda e: e.name)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for kind in KINDS:
+        click.echo(f"{kind}:")
+        for r in rows:
+            if r["kind"] == kind[:-1]:
+                click.echo(f"  {r['name']:<20} {r['distribution']} ({r['plugin']})")
+
+
+def main() -> None:
+    try:
+        get_plugins().pm.hook.register_commands(cli=cli)
+    except PluginError as e:
+        _fail(str(e))
+    cli()

@@ -1,0 +1,238 @@
+"""Run configuration: one YAML file, validated with pydantic, unknown keys rejected.
+
+Component sections (``problem``, ``backend``, ``sampler``, ``estimator``) are
+``{name: ..., <params>}``; the params are validated by the component's own
+model (see ``components.py``), so the error for a typo names the allowed keys
+of that very component. Relative paths (fields typed ``Path``) resolve against
+the folder of the YAML file.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import pathlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from .components import params_model
+from .errors import UserError
+from .plugins import Plugins, get_plugins
+
+COMPONENT_KINDS = {"problem": "problems", "backend": "backends", "sampler": "samplers", "estimator": "estimators"}
+
+
+class ConfigError(UserError):
+    """A config that cannot be used; the message is one paragraph for the terminal."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """``{name: ..., <params>}``; the params are checked later by the component itself."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class SandboxConfig(_Strict):
+    timeout_s: float = 60.0
+    memory_mb: int = 1024
+    cpus: int = 1
+    workers: int | None = None
+    isolation: Literal["auto", "bwrap", "none"] = "auto"
+
+
+class RunConfig(_Strict):
+    steps: int = pydantic.Field(50, ge=1)
+    groups: int = pydantic.Field(8, ge=1)
+    rollouts: int = pydantic.Field(64, ge=1)
+    seed: int = 0
+    output: Path = Path("runs/run")
+    # Groups whose rewards are all equal carry no signal and are dropped. If every
+    # group is constant the default skips the update; ``faithful_constant_groups``
+    # keeps the first group and steps anyway, as the reference does.
+    drop_constant_groups: bool = True
+    faithful_constant_groups: bool = False
+    save_every: int = pydantic.Field(1, ge=1)
+    keep_checkpoints: int = pydantic.Field(2, ge=1)
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    progress: Literal["auto", "rich", "plain", "none"] = "auto"
+
+
+class Config(_Strict):
+    problem: Component
+    backend: Component
+    sampler: Component = Component(name="puct")
+    estimator: Component = Component(name="entropic_adaptive")
+    sandbox: SandboxConfig = SandboxConfig()
+    run: RunConfig = RunConfig()
+    log: LogConfig = LogConfig()
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config: the top-level model, each component's validated params, and where it came from."""
+
+    config: Config
+    params: dict[str, BaseModel]
+    source: str
+    base_dir: Path
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> dict[str, Any]:
+        """Every key with its effective value (defaults filled in), for the run directory."""
+        out = self.config.model_dump(mode="json")
+        for section, params in self.params.items():
+            out[section] = {"name": getattr(self.config, section).name, **params.model_dump(mode="json")}
+        return out
+
+
+# -- parsing ---------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` → (["a", "b"], value parsed as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE with a dotted key (e.g. run.steps=3), got {text!r}.")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: {'.'.join(path[:-1])} is not a section.")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _allowed(model: type[BaseModel]) -> list[str]:
+    return sorted(model.model_fields)
+
+
+def _format_errors(source: str, prefix: list[str], exc: pydantic.ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [*prefix, *(str(p) for p in err["loc"])]
+        key = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, [str(p) for p in err["loc"][:-1]])
+            allowed = _allowed(parent) if parent else []
+            close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            lines.append(f"unknown key '{key}'; allowed keys here: {', '.join(allowed)}.{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"missing required key '{key}'.")
+        else:
+            ctx = err.get("ctx", {})
+            expected = f" (expected {ctx['expected']})" if "expected" in ctx else ""
+            lines.append(f"'{key}': {err['msg']}{expected}; got {err.get('input')!r}.")
+    return f"Invalid config {source}: " + " ".join(lines)
+
+
+def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    for part in path:
+        f = model.model_fields.get(part)
+        if f is None:
+            return None
+        ann = f.annotation
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _resolve_paths(params: BaseModel, base_dir: Path) -> BaseModel:
+    """Relative ``Path`` fields resolve against the config file's folder."""
+    updates = {}
+    for name in type(params).model_fields:
+        value = getattr(params, name)
+        if isinstance(value, pathlib.PurePath) and not value.is_absolute():
+            updates[name] = (base_dir / value).resolve()
+    return params.model_copy(update=updates) if updates else params
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    raw: dict[str, Any] | None = None,
+    plugins: Plugins | None = None,
+) -> LoadedConfig:
+    """Read, override and validate a run config. Raises ConfigError with a readable message."""
+    plugins = plugins or get_plugins()
+    if raw is None:
+        if path is None:
+            raise ConfigError("no config file given.")
+        path = Path(path)
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"Cannot read config {source}: {e.strerror or e}.") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config {source} is not valid YAML: {e}") from None
+        base_dir = path.resolve().parent
+    else:
+        source, base_dir = "(in memory)", Path(path).resolve() if path else Path.cwd()
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"Config {source} must be a mapping of sections (problem, backend, ...), got {type(raw).__name__}."
+        )
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        config = Config(**raw)
+    except pydantic.ValidationError as e:
+        raise ConfigError(_format_errors(source, [], e, Config)) from None
+
+    run = config.run
+    if not run.output.is_absolute():
+        config.run.output = (base_dir / run.output).resolve()
+
+    params: dict[str, BaseModel] = {}
+    for section, kind in COMPONENT_KINDS.items():
+        comp: Component = getattr(config, section)
+        try:
+            entry = plugins.get(kind, comp.name)
+        except KeyError:
+            names = plugins.registries[kind].names()
+            close = difflib.get_close_matches(comp.name, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"Invalid config {source}: '{section}.name' is {comp.name!r}, which is not a registered "
+                f"{kind[:-1]}; allowed values: {', '.join(names) or '(none installed)'}, or an import path "
+                f"'package.module:Name'.{hint}"
+            ) from None
+        model = params_model(entry.obj)
+        values = dict(comp.model_extra or {})
+        try:
+            validated = model(**values)
+        except pydantic.ValidationError as e:
+            raise ConfigError(_format_errors(source, [section], e, model)) from None
+        params[section] = _resolve_paths(validated, base_dir)
+    return LoadedConfig(config=config, params=params, source=source, base_dir=base_dir, raw=raw)

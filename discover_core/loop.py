@@ -1,0 +1,440 @@
+"""The discovery loop: one synchronous, on-policy RL step after another.
+
+For step t (``reference-algorithm.md`` §2.1):
+
+1. select ``groups`` states with the sampler (once per step);
+2. render one prompt per state and sample ``rollouts`` completions each;
+3. parse and evaluate every rollout in the sandbox (in parallel); a failure of
+   any kind gets reward 0 and counts as a failed visit of its parent;
+4. record every rollout with the sampler, in rollout order (deterministic);
+5. advantages per group from its raw rewards; constant groups are dropped;
+6. one training step on the remaining rollouts (if the backend can train);
+7. end the sampler's step (prune the archive), write events and a checkpoint.
+
+Nothing a program or a plugin does stops the run: failures become events.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend, Completion, TrainItem
+from .components import instantiate
+from .config import LoadedConfig, load_config
+from .plugins import Plugins, get_plugins
+from .problem import Evaluation, Invalid, Problem, Program
+from .progress import Reporter, make_reporter
+from .state import State
+from .store import RunDirError, RunStore, write_atomic
+
+log = logging.getLogger("discover")
+
+
+@dataclass
+class Rollout:
+    """Everything the loop knows about one rollout."""
+
+    group: int
+    index: int
+    parent: State
+    completion: Completion
+    outcome: Evaluation | Invalid | None = None
+    child: State | None = None
+    reward: float = 0.0
+    advantage: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        return self.child is not None
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    steps_done: int
+    best_score: float | None
+    best_value: float | None
+    valid_rate: float
+    rollouts: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Discovery:
+    """A run: its components, its run directory, and the loop over steps."""
+
+    def __init__(self, loaded: LoadedConfig, plugins: Plugins | None = None, reporter: Reporter | None = None):
+        self.loaded = loaded
+        self.cfg = loaded.config
+        self.plugins = plugins or get_plugins()
+        self.store = RunStore(self.cfg.run.output)
+        self.reporter = reporter or make_reporter(self.cfg.log.progress)
+        self.rng = np.random.default_rng(self.cfg.run.seed)
+        self.step = 0  # next step to run
+        self.made = 0  # fresh initial states created so far (for their ids)
+        self.best: dict[str, Any] | None = None
+        self.totals = {"rollouts": 0, "valid": 0}
+
+        self.problem: Problem = self._build("problem")
+        self.sampler = self._build("sampler")
+        self.sampler.accept = self.problem.keep_in_archive
+        self.sampler.make_states = self._fresh_states
+        est_entry = self.plugins.get("estimators", self.cfg.estimator.name)
+        self.estimator = self._build("estimator")
+        self.estimator_stats = est_entry.extra.get("stats")
+        est_sig = inspect.signature(self.estimator).parameters
+        self._est_runtime = {name for name in ("scores", "correct") if name in est_sig}
+        self.backend: Backend | None = None
+        self.sandbox = None
+
+    def _build(self, section: str) -> Any:
+        kind = {"problem": "problems", "backend": "backends", "sampler": "samplers", "estimator": "estimators"}[section]
+        entry = self.plugins.get(kind, getattr(self.cfg, section).name)
+        return instantiate(entry.obj, self.loaded.params[section])
+
+    def _start_workers(self) -> None:
+        """Backend and sandbox are the expensive parts; built only when a run really starts."""
+        from .sandbox import Sandbox
+
+        if self.backend is None:
+            self.backend = self._build("backend")
+        if self.sandbox is None:
+            self.sandbox = Sandbox(**self.cfg.sandbox.model_dump())
+
+    def _fresh_states(self, k: int) -> list[State]:
+        states = self.problem.initial_states(self.rng, k)
+        for s in states:
+            s.id = f"seed{self.made}"
+            s.step = -1
+            self.made += 1
+        return states
+
+    # -- start and resume ---------------------------------------------------------------
+    def start(self) -> None:
+        self.store.create(self.loaded.resolved())
+        self._start_workers()
+        seeds = self._fresh_states(self.cfg.run.groups)
+        self.sampler.seed(seeds)
+        for s in seeds:
+            self._maybe_new_best(s, source="seed")
+        log.info("new run in %s: %d seed states", self.store.root, len(seeds))
+
+    def resume(self) -> bool:
+        """Continue from the last complete checkpoint. Returns False if there is none (then call start)."""
+        ckpt = self.store.latest_checkpoint()
+        if ckpt is None:
+            return False
+        try:
+            loop_state = json.loads((ckpt / "loop.json").read_text())
+            sampler_state = json.loads((ckpt / "sampler.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunDirError(
+                f"Checkpoint {ckpt} is corrupted ({e}). Delete that folder to resume from the one before it."
+            ) from None
+        self._start_workers()
+        self.sampler.load_state_dict(sampler_state)
+        self.rng.bit_generator.state = loop_state["rng"]
+        self.step = loop_state["step"] + 1
+        self.made = loop_state["made"]
+        self.best = loop_state["best"]
+        self.totals = loop_state["totals"]
+        self.backend.load(ckpt / "backend")
+        dropped = self.store.truncate_events(loop_state["step"])
+        log.info("resumed %s at step %d (%d events of the step in flight dropped)", self.store.root, self.step, dropped)
+        return True
+
+    def _checkpoint(self, t: int) -> None:
+        tmp = self.store.begin_checkpoint(t)
+        (tmp / "backend").mkdir()
+        self.backend.save(tmp / "backend")
+        write_atomic(tmp / "sampler.json", json.dumps(self.sampler.state_dict()))
+        loop_state = {
+            "step": t,
+            "rng": self.rng.bit_generator.state,
+            "made": self.made,
+            "best": self.best,
+            "totals": self.totals,
+        }
+        write_atomic(tmp / "loop.json", json.dumps(loop_state))  # written last: marks the checkpoint complete
+        self.store.commit_checkpoint(tmp, t, keep=self.cfg.run.keep_checkpoints)
+
+    # -- one step ---------------------------------------------------------------------------
+    def run_step(self, t: int) -> dict[str, Any]:
+        cfg = self.cfg.run
+        t0 = time.perf_counter()
+        parents = self.sampler.select(cfg.groups)
+        prompts = [self.problem.prompt(s) for s in parents]
+
+        ts = time.perf_counter()
+        completions = self.backend.sample(prompts, cfg.rollouts)
+        sample_s = time.perf_counter() - ts
+        rollouts = [
+            Rollout(group=g, index=j, parent=parent, completion=c)
+            for g, (parent, group) in enumerate(zip(parents, completions, strict=True))
+            for j, c in enumerate(group)
+        ]
+
+        te = time.perf_counter()
+        self._evaluate(t, parents, rollouts)
+        eval_s = time.perf_counter() - te
+
+        for r in rollouts:  # rollout order, so the archive is the same on every run
+            self.sampler.record(r.parent, r.child)
+            if r.child is not None:
+                self._maybe_new_best(r.child, source=f"step {t}")
+
+        groups_stats, kept = self._advantages(rollouts, len(parents))
+
+        tt = time.perf_counter()
+        train_metrics: dict[str, Any] = {}
+        if self.backend.can_train and kept:
+            items = [TrainItem(r.completion, r.advantage) for r in rollouts if r.group in kept]
+            train_metrics = self.backend.train(items)
+        elif self.backend.can_train:
+            train_metrics = {"skipped": "every group had constant rewards"}
+            log.info("step %d: every group had constant rewards; no update", t)
+        train_s = time.perf_counter() - tt
+
+        self.sampler.end_step()
+
+        valid = [r for r in rollouts if r.valid]
+        rewards = np.array([r.reward for r in rollouts]) if rollouts else np.zeros(0)
+        step_best = max((r.child.score for r in valid if r.child.score is not None), key=self._score_key, default=None)
+        self.totals["rollouts"] += len(rollouts)
+        self.totals["valid"] += len(valid)
+        total_s = time.perf_counter() - t0
+        metrics = {
+            "type": "step",
+            "step": t,
+            "groups": len(parents),
+            "rollouts": len(rollouts),
+            "valid_rate": len(valid) / max(1, len(rollouts)),
+            "best_score": None if self.best is None else self.best["score"],
+            "step_best_score": step_best,
+            "reward_mean": float(rewards.mean()) if len(rewards) else 0.0,
+            "reward_max": float(rewards.max()) if len(rewards) else 0.0,
+            "failures": _count([r.outcome.kind for r in rollouts if isinstance(r.outcome, Invalid)]),
+            "groups_kept": sorted(kept),
+            "group_stats": groups_stats,
+            "archive_size": len(self.sampler.states),
+            "train": train_metrics,
+            "seconds": {
+                "sampling": sample_s,
+                "evaluation": eval_s,
+                "training": train_s,
+                "other": total_s - sample_s - eval_s - train_s,
+                "total": total_s,
+            },
+        }
+        self.store.append_events([self._event(t, r) for r in rollouts] + [metrics])
+        return metrics
+
+    def _evaluate(self, t: int, parents: list[State], rollouts: list[Rollout]) -> None:
+        programs = [self.problem.parse(r.completion.text) for r in rollouts]
+        outcomes: list[Evaluation | Invalid | None] = [None] * len(rollouts)
+        todo = []
+        for g, parent in enumerate(parents):
+            idx = [i for i, r in enumerate(rollouts) if r.group == g]
+            grouped = self._guard(self.problem.evaluate_group, [programs[i] for i in idx], parent, self.sandbox)
+            if isinstance(grouped, list):
+                for i, o in zip(idx, grouped, strict=True):
+                    outcomes[i] = o
+            else:
+                todo.extend(i for i in idx if isinstance(programs[i], Program))
+                for i in idx:
+                    if isinstance(programs[i], Invalid):
+                        outcomes[i] = programs[i]
+
+        def one(i: int) -> Evaluation | Invalid:
+            return self._guard(self.problem.evaluate, programs[i], rollouts[i].parent, self.sandbox)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.sandbox.workers)) as pool:
+            for i, o in zip(todo, pool.map(one, todo), strict=True):
+                outcomes[i] = o
+        for i, r in enumerate(rollouts):
+            self._settle(t, r, outcomes[i], programs[i])
+
+    def _guard(self, fn, *args):
+        """A plugin that raises is a bug in the plugin, not the end of the run."""
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001
+            log.warning("%s raised %s: %s", getattr(fn, "__qualname__", fn), type(e).__name__, e)
+            return Invalid("exception", f"the problem's evaluator raised {type(e).__name__}: {e}")
+
+    def _settle(self, t: int, r: Rollout, outcome: Evaluation | Invalid | None, program: Program | Invalid) -> None:
+        if outcome is None:
+            outcome = Invalid("exception", "the problem returned no outcome for this rollout")
+        if isinstance(outcome, Evaluation):
+            score = _finite(outcome.score)
+            reward = _finite(self.problem.reward(score)) if score is not None else None
+            if score is None or reward is None:
+                outcome = Invalid("invalid_construction", f"the verifier gave a non-finite score ({outcome.score!r})")
+            else:
+                r.reward = reward
+                r.child = r.parent.child(
+                    id=f"t{t}-g{r.group}-r{r.index}",
+                    value=self.problem.value(score),
+                    score=score,
+                    construction=outcome.construction,
+                    code=outcome.code or (program.source if isinstance(program, Program) else ""),
+                    stdout=outcome.stdout[-2000:],
+                    step=t,
+                    metrics=outcome.metrics,
+                )
+        r.outcome = outcome
+
+    def _advantages(self, rollouts: list[Rollout], n_groups: int) -> tuple[list[dict[str, Any]], set[int]]:
+        stats, kept = [], set()
+        for g in range(n_groups):
+            members = [r for r in rollouts if r.group == g]
+            rewards_G = np.array([r.reward for r in members], dtype=np.float64)
+            constant = len(rewards_G) == 0 or bool(np.all(rewards_G == rewards_G[0]))
+            extra = {}
+            if "correct" in self._est_runtime:
+                extra["correct"] = np.array([r.valid for r in members])
+            if "scores" in self._est_runtime:
+                extra["scores"] = np.array([r.child.score if r.valid else np.nan for r in members], dtype=np.float64)
+            advantages_G = np.asarray(self.estimator(rewards_G, **extra), dtype=np.float64)
+            for r, a in zip(members, advantages_G, strict=True):
+                r.advantage = float(a)
+            entry: dict[str, Any] = {"group": g, "state": members[0].parent.id if members else None}
+            if self.estimator_stats is not None and len(rewards_G):
+                params = dict(getattr(self.estimator, "keywords", {}) or {})
+                entry.update(self.estimator_stats(rewards_G, **params))
+            entry["constant"] = constant
+            stats.append(entry)
+            if not (constant and self.cfg.run.drop_constant_groups):
+                kept.add(g)
+        if not kept and n_groups and self.cfg.run.faithful_constant_groups:
+            kept.add(0)  # the reference keeps the first group when all are constant
+        for r in rollouts:
+            if r.group not in kept:
+                r.advantage = 0.0
+        return stats, kept
+
+    def _score_key(self, score: float) -> float:
+        return score if self.problem.maximize else -score
+
+    def _maybe_new_best(self, state: State, source: str) -> None:
+        if state.value is None or (self.best is not None and state.value <= self.best["value"]):
+            return
+        self.best = {
+            "state_id": state.id,
+            "value": state.value,
+            "score": state.score,
+            "step": state.step,
+            "source": source,
+        }
+        verified = self._guard_verify(state.construction)
+        record = {**self.best, "verified": verified, "construction": state.construction}
+        self.store.write_best(record, state.code)
+
+    def _guard_verify(self, construction: Any) -> dict[str, Any]:
+        try:
+            v = self.problem.verify(construction)
+            return {"valid": v.valid, "score": v.score, "reason": v.reason}
+        except NotImplementedError:
+            return {"valid": None, "score": None, "reason": "the problem has no verify()"}
+        except Exception as e:  # noqa: BLE001
+            return {"valid": False, "score": None, "reason": f"verify raised {type(e).__name__}: {e}"}
+
+    def _event(self, t: int, r: Rollout) -> dict[str, Any]:
+        o = r.outcome
+        return {
+            "type": "rollout",
+            "step": t,
+            "group": r.group,
+            "index": r.index,
+            "parent_id": r.parent.id,
+            "child_id": r.child.id if r.child else None,
+            "text": r.completion.text,
+            "finish_reason": r.completion.finish_reason,
+            "outcome": "valid" if r.valid else o.kind,
+            "reason": None if r.valid else o.reason,
+            "score": r.child.score if r.child else None,
+            "reward": r.reward,
+            "advantage": r.advantage,
+            "archived": bool(r.child and self.problem.keep_in_archive(r.child)),
+            "stdout_tail": (o.stdout or "")[-500:],
+        }
+
+    # -- the whole run --------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        history = []
+        try:
+            self.reporter.started(self.cfg, self.step)
+            for t in range(self.step, self.cfg.run.steps):
+                self.reporter.step_started(t, self.cfg.run.steps)
+                metrics = self.run_step(t)
+                if (t + 1) % self.cfg.run.save_every == 0 or t + 1 == self.cfg.run.steps:
+                    self._checkpoint(t)
+                self.step = t + 1
+                history.append(metrics)
+                self.reporter.step_finished(metrics)
+        finally:
+            self.close()
+        summary = RunSummary(
+            run_dir=self.store.root,
+            steps_done=self.step,
+            best_score=None if self.best is None else self.best["score"],
+            best_value=None if self.best is None else self.best["value"],
+            valid_rate=self.totals["valid"] / max(1, self.totals["rollouts"]),
+            rollouts=self.totals["rollouts"],
+            metrics=history,
+        )
+        self.reporter.finished(summary)
+        return summary
+
+    def close(self) -> None:
+        self.store.close()
+        for part in (self.sandbox, self.backend):
+            if part is not None:
+                part.close()
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _count(kinds: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k in kinds:
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+def run_config(
+    path: str | Path, overrides: list[str] | None = None, *, resume: bool = False, reporter: Reporter | None = None
+) -> RunSummary:
+    """Validate a config and run it; with ``resume`` continue its run directory if it has a checkpoint."""
+    loaded = load_config(path, overrides)
+    disc = Discovery(loaded, reporter=reporter)
+    if not (resume and disc.resume()):
+        disc.start()
+    return disc.run()
+
+
+def resume_run(run_dir: str | Path, overrides: list[str] | None = None, reporter: Reporter | None = None) -> RunSummary:
+    """Continue the run in ``run_dir`` with the config it saved."""
+    store = RunStore(Path(run_dir))
+    raw = store.read_config()
+    raw.setdefault("run", {})["output"] = str(Path(run_dir).resolve())
+    loaded = load_config(Path(run_dir), overrides, raw=raw)
+    disc = Discovery(loaded, reporter=reporter)
+    if not disc.resume():
+        raise RunDirError(f"{run_dir} has no complete checkpoint to resume from; start it again with discover run.")
+    return disc.run()
