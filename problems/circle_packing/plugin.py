@@ -1,1 +1,10 @@
-"""Plugin entry point (filled in by its package)."""
+"""Registers circle packing in the unit square under the name ``circle_packing``."""
+
+from discover_core import hookimpl
+
+from .problem import CirclePackingProblem
+
+
+@hookimpl
+def register_problems(register):
+    register(CirclePackingProblem)

@@ -1,1 +1,10 @@
-"""Plugin entry point (filled in by its package)."""
+"""Registers the Erdős minimum-overlap problem under the name ``erdos``."""
+
+from discover_core import hookimpl
+
+from .problem import ErdosProblem
+
+
+@hookimpl
+def register_problems(register):
+    register(ErdosProblem)

@@ -1,0 +1,203 @@
+"""The Erdős minimum-overlap problem: minimise the C5 bound of a step function.
+
+score = C5 (verified by ``verifier.py``), value = -C5, reward = 1 / (1e-8 + C5).
+States carry their construction (the scored, rescaled array) as a list of
+floats; a child's program receives its parent's as the numpy array
+``initial_h_values``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from discover_core.problem import Evaluation, Invalid, Problem, Program, Verification
+from discover_core.state import State
+
+from . import prompts
+from .verifier import InvalidConstruction, c5_direct, check_h, verify_erdos
+
+#: the program's namespace gets the verifier's functions, then the parent's construction
+PREAMBLE = (
+    Path(__file__).with_name("verifier.py").read_text()
+    + "\ninitial_h_values = globals().get('initial_h_values')\n"
+    + "if initial_h_values is not None:\n"
+    + "    initial_h_values = np.asarray(initial_h_values, dtype=np.float64)\n"
+)
+
+_FUTURE_IMPORT = re.compile(r"^from __future__ import[^\n]*$", re.MULTILINE)
+
+
+def with_preamble(preamble: str, source: str) -> str:
+    """``source`` with ``preamble`` executed first, on one added line.
+
+    Running the preamble through one ``exec`` line keeps the program's own line
+    numbers (in tracebacks the model will read) off by exactly one; future
+    imports, which must come first, are moved onto that line.
+    """
+    futures = _FUTURE_IMPORT.findall(source)
+    body = _FUTURE_IMPORT.sub("", source)
+    head = "; ".join([*futures, f"exec(compile({preamble!r}, '<preamble>', 'exec'))"])
+    return head + "\n" + body
+
+
+def _fmt(x: float | None) -> str:
+    return "none" if x is None else f"{x:.10f}"
+
+
+class ErdosProblem(Problem):
+    """Erdős minimum overlap: find h: [0, 2] -> [0, 1], ∫h = 1, minimising max_k ∫ h(x)(1 - h(x+k)) dx."""
+
+    name = "erdos"
+    maximize = False
+    entry = "run"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        budget_s: float = Field(1000.0, gt=0, description="the program's time budget, stated in the prompt")
+        cpus: int = Field(2, ge=1, description="CPU cores per evaluation, stated in the prompt")
+        timeout_margin_s: float = Field(5.0, ge=0, description="sandbox timeout = budget_s + this")
+        max_archive_points: int = Field(1000, ge=1, description="longer constructions are scored, not archived")
+        target: float = Field(0.3808, gt=0, description="the C5 the prompt names as the goal")
+
+    def __init__(self, params: Params | None = None) -> None:
+        super().__init__(params if params is not None else self.Params())
+
+    # -- states ---------------------------------------------------------------
+    def initial_states(self, rng: np.random.Generator, k: int) -> list[State]:
+        """Random constructions as the reference: n ~ U{40..99}, h = 0.5 + (u - mean u), u ~ U(-0.4, 0.4)."""
+        states = []
+        for _ in range(k):
+            n = int(rng.integers(40, 100))
+            u_N = rng.uniform(-0.4, 0.4, size=n)
+            h_N, c5 = verify_erdos(0.5 + (u_N - u_N.mean()))
+            states.append(State(value=-c5, score=c5, construction=h_N.tolist(), code=""))
+        return states
+
+    def keep_in_archive(self, state: State) -> bool:
+        return state.construction is not None and len(state.construction) <= self.params.max_archive_points
+
+    # -- model I/O --------------------------------------------------------------
+    def prompt(self, state: State) -> list[dict[str, str]]:
+        p = self.params
+        budget = f"{p.budget_s:g}"
+        parts = [prompts.STATEMENT.format(budget_s=budget, cpus=p.cpus, target=p.target).strip()]
+        context = ["## Current state", "You are iteratively optimising the upper bound on C5."]
+        if state.construction is not None:
+            context.append(prompts.START_FROM.format(n=len(state.construction)))
+        after = state.score if state.score is not None else (None if state.value is None else -state.value)
+        if state.code:
+            context.append(prompts.LAST_CODE.format(code=state.code.strip("\n")))
+            before = state.parent_values[0] if state.parent_values else None
+            if before is not None and state.construction is not None:
+                context.append(prompts.BEFORE_AFTER.format(before=_fmt(-before), after=_fmt(after)))
+            else:
+                context.append(prompts.CURRENT.format(after=_fmt(after)))
+        elif after is not None:
+            context.append(prompts.CURRENT.format(after=_fmt(after)))
+        if after is not None:
+            context.append(prompts.TARGET.format(target=p.target, gap=_fmt(after - p.target)))
+        if state.stdout:
+            context.append(prompts.OUTPUT.format(stdout=state.stdout[-500:]))
+        context.append(prompts.DIFFERENT if state.code else prompts.NO_CODE)
+        parts += ["\n\n".join(context), prompts.ANSWER]
+        return [{"role": "user", "content": "\n\n".join(parts)}]
+
+    # -- scoring ----------------------------------------------------------------
+    def evaluate(self, program: Program, state: State, sandbox: Any) -> Evaluation | Invalid:
+        p = self.params
+        result = sandbox.run(
+            with_preamble(PREAMBLE, program.source),
+            entry=program.entry,
+            inject={"initial_h_values": state.construction},
+            timeout_s=p.budget_s + p.timeout_margin_s,
+        )
+        if not result.ok:
+            return Invalid(
+                kind=result.kind or "crash", reason=result.error or "the program failed", stdout=result.stdout
+            )
+        value = result.value
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            return Invalid(
+                "invalid_construction",
+                f"run() must return (h_values, c5_bound, n_points); it returned {_describe(value)}",
+                stdout=result.stdout,
+            )
+        h_values, c5_reported, n_points = value
+        if c5_reported is None:
+            return Invalid("invalid_construction", "run() returned no c5_bound (None)", stdout=result.stdout)
+        # the FFT path only for long arrays; it agrees with the exact formula to rounding
+        try:
+            h_N, c5 = verify_erdos(h_values, c5_reported, n_points, fast=None)
+        except InvalidConstruction as e:
+            return Invalid("invalid_construction", str(e), stdout=result.stdout)
+        return Evaluation(
+            score=c5,
+            construction=h_N.tolist(),
+            stdout=result.stdout,
+            metrics={"n": int(h_N.size), "c5_reported": float(c5_reported)},
+            code=program.source,
+        )
+
+    def verify(self, construction: Any) -> Verification:
+        """Recompute C5 with the exact O(n^2) formula (no FFT, no reported value)."""
+        try:
+            h_N = check_h(construction)
+        except InvalidConstruction as e:
+            return Verification(valid=False, score=None, reason=str(e))
+        c5 = c5_direct(h_N)
+        if not np.isfinite(c5) or c5 <= 0:
+            return Verification(valid=False, score=None, reason=f"the computed C5 is {c5!r}")
+        raw_sum = float(np.sum(np.asarray(construction, dtype=np.float64)))
+        return Verification(
+            valid=True,
+            score=c5,
+            metrics={"n": int(h_N.size), "sum": raw_sum, "rescaled": raw_sum != h_N.size / 2},
+        )
+
+    def reward(self, score: float) -> float:
+        return 1.0 / (1e-8 + float(score))
+
+    # -- extras -------------------------------------------------------------------
+    def construction_from_record(self, record: Any) -> Any:
+        """A list of h values from a bare list, {"values": [...]}, or a whole record with "construction"."""
+        if isinstance(record, dict):
+            for key in ("construction", "values", "h_values"):
+                if key in record:
+                    return self.construction_from_record(record[key])
+            raise ValueError(f"no Erdős construction in this record: expected a key 'values'; got {sorted(record)}")
+        return record
+
+    def plot(self, construction: Any, path: str) -> None:
+        """The step function h on [0, 2], with its C5 in the title."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        check = self.verify(construction)
+        h_N = check_h(construction) if check.valid else np.asarray(construction, dtype=np.float64)
+        n = h_N.size
+        edges = np.linspace(0.0, 2.0, n + 1)
+        fig, ax = plt.subplots(figsize=(8, 3.2), dpi=150)
+        ax.stairs(h_N, edges, fill=True, alpha=0.35, color="tab:blue")
+        ax.stairs(h_N, edges, color="tab:blue", linewidth=1.0)
+        ax.set(xlim=(0, 2), ylim=(0, 1.05), xlabel="x", ylabel="h(x)")
+        title = f"Erdős minimum overlap, n = {n}: " + (
+            f"C5 ≤ {check.score:.10f}" if check.valid else f"invalid ({check.reason[:60]})"
+        )
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"a sequence of {len(value)} items"
+    return f"a {type(value).__name__}"
