@@ -1,11 +1,12 @@
-"""The hooks a plugin may implement. Each receives a ``register`` callback.
+"""The hooks a plugin may implement. Each receives a ``register`` callback:
+``register(MyProblem)`` takes the name from ``MyProblem.name``;
+``register(obj, name="other")`` gives it explicitly. In a plugin module::
 
-    from discover_core import hookimpl
+from discover_core import hookimpl
 
-    @hookimpl
-    def register_problems(register):
-        register(MyProblem)            # name taken from MyProblem.name
-        register(other, name="other")  # or given explicitly
+@hookimpl
+def register_problems(register):
+    register(MyProblem)
 """
 
 import pluggy

@@ -1,0 +1,135 @@
+"""Config validation: errors name the file, the key path and the allowed values."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from discover_core.config import ConfigError, load_config
+from discover_core.components import params_model
+
+TOY_CONFIG = Path(__file__).parent / "toy" / "config.yaml"
+
+
+def write(tmp_path, data):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def base():
+    return yaml.safe_load(TOY_CONFIG.read_text())
+
+
+def test_toy_config_loads_and_resolves_paths():
+    loaded = load_config(TOY_CONFIG)
+    assert loaded.params["backend"].path == (TOY_CONFIG.parent / "replies.jsonl").resolve()
+    assert loaded.config.run.output == (TOY_CONFIG.parent / "runs" / "toy").resolve()
+    resolved = loaded.resolved()
+    # defaults are filled in for every component
+    assert resolved["sampler"]["c"] == 1.0
+    assert resolved["problem"]["timeout_s"] == 5.0
+
+
+def test_unknown_top_level_key(tmp_path):
+    data = base()
+    data["sampelr"] = {"name": "puct"}
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, data))
+    msg = str(e.value)
+    assert "c.yaml" in msg and "'sampelr'" in msg
+    for allowed in ("backend", "estimator", "log", "problem", "run", "sampler", "sandbox"):
+        assert allowed in msg
+    assert "Did you mean 'sampler'" in msg
+
+
+def test_unknown_nested_key(tmp_path):
+    data = base()
+    data["run"]["stesp"] = 3
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, data))
+    msg = str(e.value)
+    assert "'run.stesp'" in msg and "steps" in msg and "rollouts" in msg
+
+
+def test_unknown_component_param_names_component_keys(tmp_path):
+    data = base()
+    data["sampler"]["cc"] = 2.0
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, data))
+    msg = str(e.value)
+    allowed = params_model(__import__("samplers").PUCT).model_fields
+    assert "'sampler.cc'" in msg
+    for key in allowed:
+        assert key in msg
+
+
+def test_unknown_component_name_lists_registered(tmp_path):
+    data = base()
+    data["estimator"]["name"] = "entropic_adaptiv"
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, data))
+    msg = str(e.value)
+    assert "'estimator.name'" in msg and "grpo" in msg and "Did you mean 'entropic_adaptive'" in msg
+
+
+def test_bad_value_type(tmp_path):
+    data = base()
+    data["run"]["steps"] = "many"
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, data))
+    assert "'run.steps'" in str(e.value) and "many" in str(e.value)
+
+
+def test_bad_literal_lists_allowed_values(tmp_path):
+    data = base()
+    data["sandbox"]["isolation"] = "docker"
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, data))
+    msg = str(e.value)
+    assert "'sandbox.isolation'" in msg and "'auto'" in msg and "'bwrap'" in msg and "'none'" in msg
+
+
+def test_overrides_are_typed_and_repeatable():
+    loaded = load_config(TOY_CONFIG, ["run.steps=7", "sampler.c=0.5", "run.seed=3", "sandbox.isolation=none"])
+    assert loaded.config.run.steps == 7 and loaded.config.run.seed == 3
+    assert loaded.params["sampler"].c == 0.5
+    assert loaded.config.sandbox.isolation == "none"
+
+
+def test_override_of_unknown_key_is_rejected():
+    with pytest.raises(ConfigError, match="'run.stpes'"):
+        load_config(TOY_CONFIG, ["run.stpes=7"])
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(TOY_CONFIG, ["run.steps"])
+
+
+def test_not_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("problem: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="Cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_import_path_component():
+    loaded = load_config(TOY_CONFIG, ["sampler.name=samplers:Greedy"])
+    assert "epsilon" in loaded.resolved()["sampler"]
+
+
+def test_cli_error_has_no_traceback(tmp_path, discover_bin, toy_env):
+    data = base()
+    data["run"]["stesp"] = 3
+    path = write(tmp_path, data)
+    p = subprocess.run([discover_bin, "run", str(path)], capture_output=True, text=True, env=toy_env)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    assert "'run.stesp'" in p.stderr and "allowed keys here" in p.stderr
