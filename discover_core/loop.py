@@ -422,6 +422,9 @@ def run_config(
 ) -> RunSummary:
     """Validate a config and run it; with ``resume`` continue its run directory if it has a checkpoint."""
     loaded = load_config(path, overrides)
+    if not resume:
+        # never write over an earlier run: take the next free name (runs/x-1, runs/x-2, ...)
+        loaded.config.run.output = RunStore.free_dir(loaded.config.run.output)
     disc = Discovery(loaded, reporter=reporter)
     if not (resume and disc.resume()):
         disc.start()

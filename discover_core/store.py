@@ -65,6 +65,15 @@ class RunStore:
         self._events = None
 
     # -- creation -----------------------------------------------------------------
+    @staticmethod
+    def free_dir(root: Path) -> Path:
+        """``root`` if it holds no run yet, else the first free ``root-1``, ``root-2``, ..."""
+        candidate, i = Path(root), 0
+        while (candidate / "events.jsonl").exists() or (candidate / "checkpoints").exists():
+            i += 1
+            candidate = Path(f"{root}-{i}")
+        return candidate
+
     def create(self, resolved_config: dict[str, Any]) -> None:
         if self.events_path.exists() and self.events_path.stat().st_size > 0:
             raise RunDirError(

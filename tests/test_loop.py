@@ -95,9 +95,13 @@ def test_a_raising_evaluator_does_not_stop_the_run(tmp_path, monkeypatch):
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
-    run(tmp_path, "run.steps=1")
+    first = run(tmp_path, "run.steps=1")
+    second = run(tmp_path, "run.steps=1")
+    assert second.run_dir == Path(f"{first.run_dir}-1")
+    assert len(events(first.run_dir)) == len(events(second.run_dir))
+    loaded = load_config(CONFIG, [f"run.output={first.run_dir}", "sandbox.isolation=none"])
     with pytest.raises(RunDirError, match="--resume"):
-        run(tmp_path, "run.steps=1")
+        Discovery(loaded, reporter=Reporter()).start()
 
 
 def test_resume_in_process_matches_uninterrupted(tmp_path):
