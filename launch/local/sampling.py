@@ -1,0 +1,177 @@
+"""Sampling: a KV-cached decode loop that keeps each sampled token's log-prob, and the
+two-phase thinking budget (Ref §2.3) shared by the local and vLLM backends.
+
+Log-probs. The sampler log-prob of token t is log q(t), q the distribution actually
+sampled from: softmax(logits / T), restricted to the top-p nucleus and renormalised.
+The learner scores tokens with log_softmax(logits / T) too (objective.py), so on-policy
+the importance ratio exp(ℓ^θ − ℓ^samp) is 1 up to numerics when top_p = 1 (the paper's
+setting: T = 1, no nucleus); with top_p < 1 it equals the kept nucleus mass (≤ 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+OUT_OF_THINKING = "... okay, I am out of thinking tokens. I need to send my final message now."
+#: (text forced after a truncated thinking phase, marker showing the answer had already begun)
+THINKING_STYLES = {
+    "think_tags": ("\n\n" + OUT_OF_THINKING + "\n</think>\n\n", "</think>"),
+    "gpt_oss": (
+        OUT_OF_THINKING + "<|end|><|start|>assistant<|channel|>final<|message|>",
+        "<|channel|>final<|message|>",
+    ),
+}
+GPT_OSS_END = "<|end|>"
+#: Tokens kept free at the end of the context window (as the reference does).
+CONTEXT_MARGIN = 50
+
+
+@dataclass
+class Piece:
+    """Tokens sampled for one row, their sampler log-probs, and whether a stop token ended it."""
+
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    stopped: bool = False
+
+
+def nucleus_logprobs(logits_BV: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """log q: tempered log-softmax, then (top_p < 1) the nucleus renormalised, −inf outside it."""
+    logp_BV = torch.log_softmax(logits_BV.float() / temperature, dim=-1)
+    if top_p >= 1.0:
+        return logp_BV
+    sorted_BV, order_BV = logp_BV.sort(dim=-1, descending=True)
+    mass_before_BV = sorted_BV.exp().cumsum(dim=-1) - sorted_BV.exp()
+    drop_BV = mass_before_BV >= top_p  # keeps the smallest prefix reaching top_p, at least one token
+    sorted_BV = sorted_BV.masked_fill(drop_BV, float("-inf"))
+    kept_BV = torch.full_like(logp_BV, float("-inf")).scatter(-1, order_BV, sorted_BV)
+    return torch.log_softmax(kept_BV, dim=-1)
+
+
+@torch.no_grad()
+def decode(
+    model,
+    rows: Sequence[Sequence[int]],
+    budgets: Sequence[int],
+    *,
+    temperature: float,
+    top_p: float,
+    stop_ids: set[int],
+    pad_id: int,
+    generator: torch.Generator,
+) -> list[Piece]:
+    """Sample up to ``budgets[b]`` tokens after each token row (left-padded into one batch)."""
+    device = next(model.parameters()).device
+    B, L = len(rows), max(len(r) for r in rows)
+    ids_BL = torch.full((B, L), pad_id, dtype=torch.long, device=device)
+    mask_BL = torch.zeros((B, L), dtype=torch.long, device=device)
+    for b, row in enumerate(rows):
+        ids_BL[b, L - len(row) :] = torch.tensor(row, dtype=torch.long, device=device)
+        mask_BL[b, L - len(row) :] = 1
+    pos_BL = (mask_BL.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids_BL, attention_mask=mask_BL, position_ids=pos_BL, use_cache=True)
+    cache, logits_BV = out.past_key_values, out.logits[:, -1]
+    pos_B1 = pos_BL[:, -1:]
+    budget_B = torch.tensor(list(budgets), device=device)
+    done_B = budget_B <= 0
+    pieces = [Piece() for _ in rows]
+    stop_T = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
+    for step in range(int(budget_B.max().item())):
+        logq_BV = nucleus_logprobs(logits_BV, temperature, top_p)
+        tok_B = torch.multinomial(logq_BV.exp(), 1, generator=generator).squeeze(1)
+        logq_B = logq_BV.gather(1, tok_B[:, None]).squeeze(1)
+        tok_B = torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B)
+        for b in (~done_B).nonzero().flatten().tolist():
+            pieces[b].tokens.append(int(tok_B[b]))
+            pieces[b].logprobs.append(float(logq_B[b]))
+        stopped_B = torch.isin(tok_B, stop_T) & ~done_B
+        for b in stopped_B.nonzero().flatten().tolist():
+            pieces[b].stopped = True
+        done_B = done_B | stopped_B | (budget_B <= step + 1)
+        if bool(done_B.all()):
+            break
+        mask_BL = torch.cat([mask_BL, torch.ones((B, 1), dtype=mask_BL.dtype, device=device)], dim=1)
+        pos_B1 = pos_B1 + 1
+        out = model(
+            input_ids=tok_B[:, None], attention_mask=mask_BL, position_ids=pos_B1, past_key_values=cache, use_cache=True
+        )
+        cache, logits_BV = out.past_key_values, out.logits[:, -1]
+    return pieces
+
+
+@dataclass
+class Rollout:
+    """A finished completion in token space: sampled and forced tokens, in order."""
+
+    tokens: list[int]
+    logprobs: list[float]
+    forced: list[bool]
+    finish_reason: str
+
+
+Generate = Callable[[list[list[int]], list[int]], list[Piece]]
+
+
+def sample_with_budget(
+    generate: Generate,
+    prompts: list[list[int]],
+    tokenizer,
+    *,
+    max_new_tokens: int,
+    context_window: int,
+    thinking_budget: int | None,
+    thinking_style: str,
+) -> list[Rollout]:
+    """Sample one completion per prompt row, with the two-phase thinking budget when it is on.
+
+    Phase 1 gets min(max_new_tokens, thinking_budget − prompt) tokens (without a budget:
+    min(max_new_tokens, context_window − prompt − 50)). A row that stops in phase 1 is
+    done. A row that ran out: if its answer has begun (the style's marker occurred) it
+    just continues; otherwise the forced text is appended (log-prob 0, ``forced``) and it
+    continues. Phase 2 gets context_window − prompt − phase 1 − forced − 50 tokens.
+    """
+    budgets = []
+    for p in prompts:
+        cap = context_window - len(p) - CONTEXT_MARGIN if thinking_budget is None else thinking_budget - len(p)
+        if cap < 1:
+            raise ValueError(
+                f"a prompt of {len(p)} tokens leaves no room to sample (context_window {context_window}, "
+                f"thinking_budget {thinking_budget}); shorten the prompt or raise the budget."
+            )
+        budgets.append(min(max_new_tokens, cap))
+    first = generate(prompts, budgets)
+    rollouts = [
+        Rollout(list(p.tokens), list(p.logprobs), [False] * len(p.tokens), "stop" if p.stopped else "length")
+        for p in first
+    ]
+    if thinking_budget is None:
+        return rollouts
+    forced_text, marker = THINKING_STYLES[thinking_style]
+    again, rows, budgets2 = [], [], []
+    for i, (prompt, piece) in enumerate(zip(prompts, first, strict=True)):
+        if piece.stopped:
+            continue
+        text = tokenizer.decode(piece.tokens, skip_special_tokens=False)
+        forced: list[int] = []
+        if marker not in text:
+            body = forced_text
+            if thinking_style == "gpt_oss" and text.endswith(GPT_OSS_END):
+                body = forced_text.replace(GPT_OSS_END, "", 1)
+            forced = tokenizer.encode(body, add_special_tokens=False)
+        budget = context_window - len(prompt) - len(piece.tokens) - len(forced) - CONTEXT_MARGIN
+        rollouts[i].tokens += forced
+        rollouts[i].logprobs += [0.0] * len(forced)
+        rollouts[i].forced += [True] * len(forced)
+        if budget >= 1:
+            again.append(i)
+            rows.append(list(prompt) + list(piece.tokens) + forced)
+            budgets2.append(budget)
+    for i, piece in zip(again, generate(rows, budgets2) if rows else [], strict=True):
+        rollouts[i].tokens += piece.tokens
+        rollouts[i].logprobs += piece.logprobs
+        rollouts[i].forced += [False] * len(piece.tokens)
+        rollouts[i].finish_reason = "stop" if piece.stopped else "length"
+    return rollouts

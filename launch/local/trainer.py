@@ -1,0 +1,184 @@
+"""The learner: a causal LM with a peft LoRA adapter and Adam, taking one step per RL step.
+
+Shared by the ``local`` backend (which also samples from this model) and the ``vllm``
+backend (which samples with vLLM and reloads the adapter after every step).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from discover_core.backend import TrainItem
+
+from . import objective
+from .params import TrainerParams
+from .tiny import TINY_MODEL
+
+ADAPTER_DIR = "adapter"
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+class Trainer:
+    """Model + LoRA + Adam. ``model`` is the peft model; ``tokenizer`` its tokenizer."""
+
+    def __init__(self, params: TrainerParams, model=None, tokenizer=None) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        from launch import models
+
+        self.params = params
+        if model is None and params.model == TINY_MODEL:
+            from .tiny import tiny_model_and_tokenizer
+
+            model, tokenizer = tiny_model_and_tokenizer(params.seed)
+            model = model.to(models.pick_device(params.device))
+        self.device = models.pick_device(params.device) if model is None else str(next(model.parameters()).device)
+        if model is None:
+            dtype = models.pick_dtype(params.dtype, self.device)
+            model = models.load_causal_lm(params.model, params.gguf_file, self.device, dtype)
+        if tokenizer is None:
+            tok_name = params.tokenizer or params.model
+            tokenizer = models.load_tokenizer(tok_name, params.gguf_file if params.tokenizer is None else None)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        config = LoraConfig(
+            r=params.lora_rank,
+            lora_alpha=params.lora_alpha,
+            lora_dropout=params.lora_dropout,
+            target_modules=params.lora_target_modules,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        # LoRA's A matrices are drawn from torch's global generator: seed it here, and
+        # restore it afterwards, so the adapter depends on the run seed only.
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # raised inside peft
+            torch.manual_seed(self.params.seed)
+            self.model = get_peft_model(model, config)
+        self.model.eval()  # dropout is 0 by default; eval keeps any other dropout off in sampling and training alike
+        if params.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.enable_input_require_grads()
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # No weight decay, no gradient clipping (§5.3).
+        self.optimizer = torch.optim.Adam(
+            self.trainable, lr=params.lr, betas=tuple(params.betas), eps=params.eps, weight_decay=0.0
+        )
+        self.steps = 0
+
+    # -- log-probs --------------------------------------------------------------------
+    def logprobs(self, sequences, temperature: float = 1.0, base: bool = False) -> list[torch.Tensor]:
+        """Completion log-probs (no gradient) under the adapter, or under the base model when ``base``."""
+        out: list[torch.Tensor] = []
+        mb = self.params.micro_batch_size
+        with torch.no_grad():
+            for k in range(0, len(sequences), mb):
+                chunk = sequences[k : k + mb]
+                if base:
+                    with self.model.disable_adapter():
+                        out += objective.completion_logprobs(self.model, chunk, temperature)
+                else:
+                    out += objective.completion_logprobs(self.model, chunk, temperature)
+        return [x.detach() for x in out]
+
+    # -- one optimizer step -------------------------------------------------------------
+    def train(self, batch: list[TrainItem], temperature: float = 1.0) -> dict[str, float]:
+        """Forward/backward over ``batch`` in micro-batches, summing gradients, then one Adam step."""
+        start = time.perf_counter()
+        items = [it for it in batch if it.completion.tokens]
+        if not items:
+            return {"skipped": 1.0, "rollouts": 0.0, "tokens": 0.0}
+        sequences = [(it.completion.prompt_tokens, it.completion.tokens) for it in items]
+        dev = self.device
+        sampler_lp = [torch.tensor(it.completion.logprobs, dtype=torch.float32, device=dev) for it in items]
+        for it, lp in zip(items, sampler_lp, strict=True):
+            if len(lp) != len(it.completion.tokens):
+                raise ValueError(
+                    f"a completion has {len(it.completion.tokens)} tokens but {len(lp)} sampler log-probs; "
+                    "the local trainer needs both (backends that see only text cannot be trained on)."
+                )
+        # sampled_masks: 1 on sampled tokens, 0 on forced ones (advantage and KL mean, §2.3);
+        # loss_masks: the tokens whose ratios are reported (forced ones too in faithful mode).
+        sampled_masks, loss_masks = [], []
+        for it in items:
+            forced = it.completion.forced or [False] * len(it.completion.tokens)
+            sampled = torch.tensor([0.0 if f else 1.0 for f in forced], dtype=torch.float32, device=dev)
+            sampled_masks.append(sampled)
+            loss_masks.append(torch.ones_like(sampled) if self.params.train_forced_tokens else sampled)
+        base_lp = None
+        if self.params.kl_coef > 0:
+            base_lp = self.logprobs(sequences, temperature, base=True)
+        adv_tok, d_mean = objective.token_advantages(
+            [it.advantage for it in items], sampled_masks, sampler_lp, base_lp, self.params.kl_coef
+        )
+        if self.params.train_forced_tokens:  # reference: forced tokens also carry the rollout's advantage
+            adv_tok = [a + it.advantage * (1.0 - m) for a, it, m in zip(adv_tok, items, sampled_masks, strict=True)]
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_total, ratio_sum, ratio_max, abs_gap, n_tok = 0.0, 0.0, 0.0, 0.0, 0.0
+        mb = self.params.micro_batch_size
+        for k in range(0, len(items), mb):
+            learner_lp = objective.completion_logprobs(self.model, sequences[k : k + mb], temperature)
+            loss = sum(objective.is_loss(lp, sampler_lp[k + j], adv_tok[k + j]) for j, lp in enumerate(learner_lp))
+            loss.backward()
+            loss_total += float(loss.detach())
+            with torch.no_grad():
+                for j, lp in enumerate(learner_lp):
+                    m = loss_masks[k + j]
+                    log_ratio = (lp.detach() - sampler_lp[k + j]) * m
+                    ratio_sum += float((log_ratio.exp() * m).sum())
+                    ratio_max = max(ratio_max, float((log_ratio.exp() * m).max()) if len(m) else 0.0)
+                    abs_gap += float(log_ratio.abs().sum())
+                    n_tok += float(m.sum())
+        grad_norm = float(
+            torch.norm(torch.stack([p.grad.float().norm() for p in self.trainable if p.grad is not None]))
+        )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        return {
+            "loss": loss_total,
+            "kl_sampler_base": d_mean,
+            "ratio_mean": ratio_sum / max(n_tok, 1.0),
+            "ratio_max": ratio_max,
+            "logprob_gap": abs_gap / max(n_tok, 1.0),
+            "grad_norm": grad_norm,
+            "rollouts": float(len(items)),
+            "tokens": n_tok,
+            "train_seconds": time.perf_counter() - start,
+        }
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(directory / ADAPTER_DIR))
+        torch.save({"optimizer": self.optimizer.state_dict(), "steps": self.steps}, directory / OPTIMIZER_FILE)
+
+    def save_adapter(self, directory: Path) -> Path:
+        """Only the peft adapter (what a vLLM engine loads); returns its folder."""
+        path = Path(directory)
+        self.model.save_pretrained(str(path))
+        return path
+
+    def load(self, directory: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        directory = Path(directory)
+        weights = load_peft_weights(str(directory / ADAPTER_DIR), device=self.device)
+        result = set_peft_model_state_dict(self.model, weights)
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise ValueError(
+                f"the adapter in {directory} does not fit this model (unexpected keys {unexpected[:3]}...)"
+            )
+        state: dict[str, Any] = torch.load(directory / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])
