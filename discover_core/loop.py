@@ -382,6 +382,7 @@ class Discovery:
                 history.append(metrics)
                 self.reporter.step_finished(metrics)
         finally:
+            self.reporter.close()
             self.close()
         summary = RunSummary(
             run_dir=self.store.root,

@@ -26,6 +26,9 @@ class Reporter:
 
     def finished(self, summary: Any) -> None: ...
 
+    def close(self) -> None:
+        """Called when the run ends, also by an error: stop anything live."""
+
     @staticmethod
     def step_line(m: dict[str, Any]) -> str:
         betas = [g["beta"] for g in m["group_stats"] if "beta" in g]
@@ -87,14 +90,12 @@ class RichReporter(PlainReporter):
         self.status.start()
 
     def step_finished(self, metrics: dict[str, Any]) -> None:
-        if self.status is not None:
-            self.status.stop()
+        self.close()
         super().step_finished(metrics)
 
-    def finished(self, summary: Any) -> None:
+    def close(self) -> None:
         if self.status is not None:
             self.status.stop()
-        super().finished(summary)
 
 
 def make_reporter(mode: str) -> Reporter:

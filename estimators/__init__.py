@@ -1,0 +1,12 @@
+"""Advantage estimators: plain functions from one group's rewards to advantages.
+
+    from estimators import entropic_adaptive
+    advantages_G = entropic_adaptive(rewards_G)   # float64, same shape
+
+Imports nothing heavier than numpy. See docs/library.md.
+"""
+
+from .baselines import grpo, grpo_nsr, mean_baseline
+from .entropic import entropic, entropic_adaptive, kl_to_uniform, solve_beta
+
+__all__ = ["entropic_adaptive", "entropic", "mean_baseline", "grpo", "grpo_nsr", "solve_beta", "kl_to_uniform"]

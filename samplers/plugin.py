@@ -1,1 +1,13 @@
-"""Plugin entry point (filled in by its package)."""
+"""Registers the built-in samplers."""
+
+from discover_core import hookimpl
+
+from .puct import PUCT
+from .simple import Greedy, NoReuse
+
+
+@hookimpl
+def register_samplers(register):
+    register(PUCT, name="puct")
+    register(Greedy, name="greedy")
+    register(NoReuse, name="no_reuse")

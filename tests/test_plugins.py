@@ -17,7 +17,7 @@ TUTORIAL = Path(__file__).parents[1] / "docs" / "writing-a-problem.md"
 
 def tutorial_files() -> dict[str, str]:
     text = TUTORIAL.read_text()
-    return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, re.DOTALL))
+    return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?\n)```$", text, re.DOTALL | re.MULTILINE))
 
 
 @pytest.fixture(scope="module")
