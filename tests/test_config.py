@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from discover_core.config import ConfigError, load_config
 from discover_core.components import params_model
+from discover_core.config import ConfigError, load_config
 
 TOY_CONFIG = Path(__file__).parent / "toy" / "config.yaml"
 

@@ -32,7 +32,18 @@ def installed_tutorial(tmp_path_factory):
         (pkg / name).write_text(body)
     target = root / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(pkg)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(pkg),
+        ],
         check=True,
         capture_output=True,
     )

@@ -24,7 +24,15 @@ def fields(run_dir):
 
 
 def start(discover_bin, env, out, replies, *extra):
-    cmd = [discover_bin, "run", str(TOY / "config.yaml"), "--set", f"run.output={out}", "--set", f"backend.path={replies}"]
+    cmd = [
+        discover_bin,
+        "run",
+        str(TOY / "config.yaml"),
+        "--set",
+        f"run.output={out}",
+        "--set",
+        f"backend.path={replies}",
+    ]
     cmd += ["--set", "run.steps=5", "--set", "sandbox.isolation=none", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
