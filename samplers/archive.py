@@ -1,0 +1,109 @@
+"""Archive rules shared by the samplers: values, lineage, deduplication keys."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Protocol, runtime_checkable
+
+from discover_core.state import State
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What the discovery loop needs from a state sampler.
+
+    ``accept`` (State -> bool, or None to accept everything) is the problem's
+    archive filter; ``make_states`` (k -> list of fresh initial states, or None)
+    is used by samplers that start from scratch.
+    """
+
+    accept: Callable[[State], bool] | None
+    make_states: Callable[[int], list[State]] | None
+
+    def seed(self, states: Iterable[State]) -> None: ...
+    def select(self, k: int) -> list[State]: ...
+    def record(self, parent: State, child: State | None) -> None: ...
+    def end_step(self) -> None: ...
+    def best(self) -> State | None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, d: dict[str, Any]) -> None: ...
+
+
+def value_of(state: State) -> float | None:
+    """The state's value as a float, or None when it has none (None or NaN)."""
+    v = state.value
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def link_to_parent(child: State, parent: State) -> None:
+    """Make ``child``'s lineage start at ``parent`` (the archive relies on it for blocking and pruning)."""
+    parents = [parent.id, *parent.parents]
+    if child.parents != parents:
+        child.parents = parents
+        child.parent_values = [parent.value, *parent.parent_values]
+
+
+def _canonical(x: Any) -> Hashable:
+    """A hashable form of a JSON-like construction; equal constructions give equal keys."""
+    if hasattr(x, "tolist"):  # numpy arrays and scalars
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        flat = tuple(x)
+        try:
+            hash(flat)  # the common case, a flat list of numbers: no per-element Python work
+            return flat
+        except TypeError:
+            return tuple(_canonical(item) for item in x)
+    if isinstance(x, dict):
+        return ("__dict__", tuple(sorted((str(k), _canonical(v)) for k, v in x.items())))
+    return x
+
+
+def dedup_key(state: State) -> Hashable | None:
+    """The construction when there is one, else the code, else None (never deduplicated)."""
+    c = state.construction
+    if c is not None and not (hasattr(c, "__len__") and len(c) == 0):
+        return ("construction", _canonical(c))
+    if state.code:
+        return ("code", state.code)
+    return None
+
+
+class KeyIndex:
+    """Which archived states hold which dedup key.
+
+    Only the key's hash is kept per state (constructions can have 10^5 numbers);
+    on a hash hit the keys are recomputed and compared, so collisions are harmless.
+    """
+
+    def __init__(self) -> None:
+        self._by_hash: dict[int, list[State]] = {}
+        self._hash_of: dict[str, int] = {}
+
+    def find(self, state: State, key: Hashable | None) -> State | None:
+        if key is None:
+            return None
+        for other in self._by_hash.get(hash(key), ()):
+            if dedup_key(other) == key:
+                return other
+        return None
+
+    def add(self, state: State, key: Hashable | None) -> None:
+        if key is None:
+            return
+        h = hash(key)
+        self._by_hash.setdefault(h, []).append(state)
+        self._hash_of[state.id] = h
+
+    def remove(self, state: State) -> None:
+        h = self._hash_of.pop(state.id, None)
+        if h is None:
+            return
+        bucket = self._by_hash[h]
+        bucket[:] = [s for s in bucket if s.id != state.id]
+        if not bucket:
+            del self._by_hash[h]
