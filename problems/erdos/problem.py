@@ -70,12 +70,19 @@ class ErdosProblem(Problem):
 
     # -- states ---------------------------------------------------------------
     def initial_states(self, rng: np.random.Generator, k: int) -> list[State]:
-        """Random constructions as the reference: n ~ U{40..99}, h = 0.5 + (u - mean u), u ~ U(-0.4, 0.4)."""
+        """Random constructions as the reference: n ~ U{40..99}, h = 0.5 + (u - mean u), u ~ U(-0.4, 0.4).
+
+        h is not clipped, so about one draw in a thousand leaves [0, 1] (a large
+        mean shift); such a draw is redrawn, as no verifier would accept it.
+        """
         states = []
-        for _ in range(k):
+        while len(states) < k:
             n = int(rng.integers(40, 100))
             u_N = rng.uniform(-0.4, 0.4, size=n)
-            h_N, c5 = verify_erdos(0.5 + (u_N - u_N.mean()))
+            h_N = 0.5 + (u_N - u_N.mean())
+            if h_N.min() < 0.0 or h_N.max() > 1.0:
+                continue
+            h_N, c5 = verify_erdos(h_N)
             states.append(State(value=-c5, score=c5, construction=h_N.tolist(), code=""))
         return states
 
