@@ -70,14 +70,14 @@ def check_packing(centers, radii, n=None, tol=None):
     negative = radii < 0
     if negative.any():
         k = int(np.flatnonzero(negative)[0])
-        raise InvalidConstruction(f"radii must be >= 0; circle {k} has radius {radii[k]!r}")
+        raise InvalidConstruction(f"radii must be >= 0; circle {k} has radius {float(radii[k])!r}")
     slack_N4 = boundary_slacks(centers, radii)
     outside = slack_N4 < -tol
     if outside.any():
         k, side = (int(v) for v in np.argwhere(outside)[0])
         sides = ("left", "right", "bottom", "top")
         raise InvalidConstruction(
-            f"circle {k} (center {centers[k].tolist()}, radius {radii[k]!r}) sticks out of the unit square "
+            f"circle {k} (center {centers[k].tolist()}, radius {float(radii[k])!r}) sticks out of the unit square "
             f"on the {sides[side]} side by {-slack_N4[k, side]:.3g} (tolerance {tol:g})"
         )
     gaps_P, i, j = pair_gaps(centers, radii)

@@ -95,13 +95,13 @@ def check_h(h_values, n_points=None):
     if not finite.all():
         i = _first_bad(~finite)
         raise InvalidConstruction(
-            f"h_values contains {int((~finite).sum())} NaN or infinite entries (first: h[{i}] = {h[i]})"
+            f"h_values contains {int((~finite).sum())} NaN or infinite entries (first: h[{i}] = {float(h[i])})"
         )
     outside = (h < 0.0) | (h > 1.0)
     if outside.any():
         i = _first_bad(outside)
         raise InvalidConstruction(
-            f"h_values must lie in [0, 1]; {int(outside.sum())} entries do not (first: h[{i}] = {h[i]!r})"
+            f"h_values must lie in [0, 1]; {int(outside.sum())} entries do not (first: h[{i}] = {float(h[i])!r})"
         )
     total = float(h.sum())
     if total <= 0.0:
@@ -114,7 +114,7 @@ def check_h(h_values, n_points=None):
             i = _first_bad(over)
             raise InvalidConstruction(
                 f"after normalising sum(h) from {total!r} to n/2 = {n / 2.0} (factor {factor:.6g}), "
-                f"{int(over.sum())} entries exceed 1 (first: h[{i}] = {h[i]!r})"
+                f"{int(over.sum())} entries exceed 1 (first: h[{i}] = {float(h[i])!r})"
             )
     return h
 
