@@ -1,0 +1,456 @@
+"""Host side of the sandbox: a pool of fork servers and the ``run_program`` entry point.
+
+Each pool slot owns one fork server (``_server.py``), started lazily with a
+minimal environment, inside bubblewrap when it works. A call checks a slot out,
+sends the job as one JSON line, and reads back a JSON header and the program's
+JSON value. The host also keeps its own deadline (the program's limit plus a
+grace period): a server that does not answer in time is killed with its whole
+sandbox and restarted on the next call.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .isolation import SERVER_DIR, bwrap_command, isolation_available
+
+log = logging.getLogger(__name__)
+
+#: failure kinds a SandboxResult can carry (a subset of discover_core.problem.FAILURE_KINDS)
+KINDS = ("timeout", "memory", "exception", "crash", "bad_output")
+#: imported once by each fork server so programs do not pay for them
+DEFAULT_PRELOAD = (
+    "numpy",
+    "scipy",
+    "scipy.linalg",
+    "scipy.optimize",
+    "scipy.signal",
+    "scipy.sparse",
+    "scipy.spatial",
+    "scipy.special",
+    "scipy.integrate",
+    "scipy.interpolate",
+)
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMEXPR_MAX_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_GRACE_S = 5.0  # host deadline = program limit + this; the server itself kills at the limit
+_START_TIMEOUT_S = 120.0
+_warned_plain = False
+
+
+@dataclass
+class SandboxResult:
+    """How one program ended. ``value`` is its JSON-decoded return value when ``ok``."""
+
+    ok: bool
+    value: Any = None
+    kind: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+    returncode: int | None = None
+    max_rss_mb: float | None = None
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not run (not the program's fault)."""
+
+
+class _ServerDied(Exception):
+    pass
+
+
+# -- spawning ---------------------------------------------------------------------
+class _Spawner:
+    """One long-lived thread starts every server: PR_SET_PDEATHSIG (bwrap --die-with-parent)
+    fires when the *thread* that forked a process exits, so servers must not be started from
+    short-lived pool threads."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="sandbox-spawner", daemon=True)
+                self._thread.start()
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, args, kwargs))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            future, args, kwargs = self._jobs.get()
+            try:
+                future.set_result(subprocess.Popen(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
+def _server_env(cpus: int, home: str) -> dict[str, str]:
+    """The whole environment of a server and its programs: nothing from the host."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLBACKEND": "Agg"}
+    env.update(HOME=home, TMPDIR=home, **{name: str(cpus) for name in _THREAD_VARS})
+    return env
+
+
+# -- one pool slot ------------------------------------------------------------------
+class _Worker:
+    def __init__(self, sandbox: Sandbox, affinity: list[int] | None) -> None:
+        self.sandbox, self.affinity = sandbox, affinity
+        self.proc: subprocess.Popen | None = None
+        self.root: str | None = None
+        self.buf = bytearray()
+
+    def _start(self) -> None:
+        sb = self.sandbox
+        self.root = tempfile.mkdtemp(prefix="discover-sandbox-")
+        workdir = os.path.join(self.root, "work")
+        os.mkdir(workdir, 0o700)
+        isolated = sb.isolation == "bwrap"
+        config = {
+            "base": "/tmp" if isolated else workdir,
+            "preload": list(sb.preload) if sb.fork_server else [],
+            "one_shot": not sb.fork_server,
+            "affinity": self.affinity,
+            "isolated": isolated,
+            "landlock": sb.landlock,
+        }
+        if isolated:
+            server = os.path.join(SERVER_DIR, "_server.py")
+            cmd = [*bwrap_command(workdir, _HERE), sys.executable, "-I", server, json.dumps(config)]
+            env = _server_env(sb.cpus, "/tmp")
+        else:
+            cmd = [sys.executable, "-I", os.path.join(_HERE, "_server.py"), json.dumps(config)]
+            env = _server_env(sb.cpus, workdir)
+        with open(os.path.join(self.root, "server.log"), "wb") as errlog:
+            self.proc = _spawner.popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errlog,
+                env=env,
+                cwd=workdir,
+                close_fds=True,
+                start_new_session=True,
+            )
+        self.buf = bytearray()
+        try:
+            line = self._readline(time.monotonic() + _START_TIMEOUT_S)
+        except _ServerDied:
+            line = None
+        if line is None:
+            reason = self._log_tail() or "no output"
+            self._kill()
+            raise SandboxError(f"the sandbox server did not start ({' '.join(cmd[:1])}): {reason}")
+        self.info = json.loads(line)
+
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.root, "server.log"), "rb") as f:
+                return f.read()[-2000:].decode("utf-8", "replace").strip()
+        except (OSError, TypeError):
+            return ""
+
+    def _read_until(self, ready, deadline: float) -> bool:
+        fd = self.proc.stdout.fileno()
+        while not ready():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return False
+            data = os.read(fd, 1 << 20)
+            if not data:
+                raise _ServerDied
+            self.buf += data
+        return True
+
+    def _readline(self, deadline: float) -> bytes | None:
+        if not self._read_until(lambda: b"\n" in self.buf, deadline):
+            return None
+        end = self.buf.index(b"\n")
+        line = bytes(self.buf[:end])
+        del self.buf[: end + 1]
+        return line
+
+    def _readexact(self, n: int, deadline: float) -> bytes | None:
+        if not self._read_until(lambda: len(self.buf) >= n, deadline):
+            return None
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def _kill(self) -> None:
+        """Kill the server with its whole sandbox (its own session; bwrap takes its namespace down)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout):
+                stream.close()
+            self.proc = None
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # the server leaves its loop at end of input
+                self.proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._kill()
+
+    def run(self, request: dict) -> SandboxResult:
+        if self.proc is None or self.proc.poll() is not None:
+            self._kill()
+            self._start()
+        started = time.monotonic()
+        try:
+            self.proc.stdin.write(json.dumps(request, allow_nan=True).encode() + b"\n")
+            self.proc.stdin.flush()
+            deadline = started + float(request["timeout_s"]) + _GRACE_S
+            line = self._readline(deadline)
+            header = json.loads(line) if line is not None else None
+            payload = self._readexact(header["value_len"], deadline + 30) if header is not None else None
+        except (_ServerDied, BrokenPipeError):
+            tail = self._log_tail()
+            self._kill()
+            error = "the sandbox server died while running the program (the program may have killed it)"
+            return SandboxResult(False, kind="crash", error=error + (f": {tail}" if tail else ""))
+        finally:
+            if not self.sandbox.fork_server:
+                self.close()
+        if header is None or payload is None:
+            self._kill()
+            error = f"no answer within the {request['timeout_s']:g} s limit (+{_GRACE_S:g} s); the sandbox was killed"
+            return SandboxResult(False, kind="timeout", seconds=time.monotonic() - started, error=error)
+        result = SandboxResult(
+            ok=header["kind"] is None,
+            kind=header["kind"],
+            stdout=header["stdout"],
+            stderr=header["stderr"],
+            seconds=header["seconds"],
+            error=header["error"],
+            returncode=header["returncode"],
+            max_rss_mb=header["max_rss_mb"],
+        )
+        if result.ok:
+            try:
+                result.value = json.loads(payload)
+            except ValueError as exc:
+                result.ok, result.kind, result.error = (
+                    False,
+                    "bad_output",
+                    f"the returned value is not valid JSON: {exc}",
+                )
+        return result
+
+
+# -- the pool -------------------------------------------------------------------------
+def _resolve_isolation(isolation: str) -> str:
+    global _warned_plain
+    if isolation not in ("auto", "bwrap", "none"):
+        raise ValueError(f"isolation must be 'auto', 'bwrap' or 'none', got {isolation!r}")
+    if isolation == "bwrap" and not isolation_available():
+        raise SandboxError(
+            "isolation='bwrap' but bubblewrap is not usable here; install it "
+            "(Debian/Ubuntu: apt-get install -y bubblewrap) or use isolation='auto' or 'none'"
+        )
+    if isolation == "auto":
+        if isolation_available():
+            return "bwrap"
+        if not _warned_plain:
+            _warned_plain = True
+            log.warning(
+                "bubblewrap (bwrap) is not usable here: generated programs run without namespace isolation "
+                "(limits, a scrubbed environment and Landlock where the kernel has it still apply); "
+                "install bubblewrap for a read-only filesystem view and no network"
+            )
+        return "none"
+    return isolation
+
+
+class Sandbox:
+    """A pool of ``workers`` slots; every program is a fresh process with the limits.
+
+    ``run`` is thread-safe: up to ``workers`` calls run at once, more wait for a slot.
+    """
+
+    def __init__(
+        self,
+        timeout_s: float = 60.0,
+        memory_mb: int = 1024,
+        cpus: int = 1,
+        workers: int | None = None,
+        isolation: str = "auto",
+        *,
+        preload: tuple[str, ...] = DEFAULT_PRELOAD,
+        fork_server: bool = True,
+        landlock: bool = True,
+        max_output_mb: float = 64,
+        tail_kb: int = 64,
+        max_result_mb: float = 64,
+        max_result_items: int = 2**22,
+        max_procs: int = 64,
+        file_mb: int = 256,
+    ) -> None:
+        self.isolation = _resolve_isolation(isolation)
+        self.timeout_s, self.memory_mb, self.cpus = float(timeout_s), int(memory_mb), max(1, int(cpus))
+        self.workers = int(workers or os.cpu_count() or 1)
+        self.preload, self.fork_server, self.landlock = tuple(preload), bool(fork_server), bool(landlock)
+        self.limits = {
+            "max_output_bytes": int(max_output_mb * 2**20),
+            "tail_bytes": int(tail_kb * 1024),
+            "max_result_bytes": int(max_result_mb * 2**20),
+            "max_result_items": int(max_result_items),
+            "max_procs": int(max_procs),
+            "file_mb": int(file_mb),
+        }
+        cores = sorted(os.sched_getaffinity(0))
+        pin = self.workers * self.cpus <= len(cores)  # pin slots to disjoint cores only when they fit
+        self._slots = [
+            _Worker(self, cores[i * self.cpus : (i + 1) * self.cpus] if pin else None) for i in range(self.workers)
+        ]
+        self._idle: queue.LifoQueue = queue.LifoQueue()  # LIFO: a warm server is reused first
+        for slot in reversed(self._slots):
+            self._idle.put(slot)
+        self._closed = False
+
+    def run(
+        self,
+        source: str,
+        entry: str = "run",
+        *,
+        args: tuple | list = (),
+        kwargs: dict | None = None,
+        inject: dict | None = None,
+        timeout_s: float | None = None,
+        memory_mb: int | None = None,
+    ) -> SandboxResult:
+        """Run ``source`` in a fresh process, call ``entry(*args, **kwargs)`` and return how it ended."""
+        if self._closed:
+            raise SandboxError("this Sandbox is closed")
+        request = self._request(source, entry, args, kwargs, inject, timeout_s, memory_mb)
+        slot = self._idle.get()
+        try:
+            return slot.run(request)
+        finally:
+            self._idle.put(slot)
+
+    def map(self, jobs: list[dict]) -> list[SandboxResult]:
+        """Run many jobs (dicts of ``run`` keyword arguments), ``workers`` at a time; results in order."""
+        if not jobs:
+            return []
+        with concurrent.futures.ThreadPoolExecutor(min(self.workers, len(jobs))) as pool:
+            return list(pool.map(lambda job: self.run(**job), jobs))
+
+    def start(self) -> None:
+        """Start every slot's server now (otherwise each starts on its first program)."""
+        self.map([{"source": "def run():\n    return None\n", "timeout_s": 30}] * self.workers)
+
+    def close(self) -> None:
+        """Stop the servers and remove their folders."""
+        self._closed = True
+        for slot in self._slots:
+            slot.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request(self, source, entry, args, kwargs, inject, timeout_s, memory_mb) -> dict:
+        if not isinstance(source, str):
+            raise TypeError(f"source must be a str, got {type(source).__name__}")
+        if not str(entry).isidentifier():
+            raise ValueError(f"entry must be a Python identifier, got {entry!r}")
+        for name in inject or {}:
+            if not (isinstance(name, str) and name.isidentifier()):
+                raise ValueError(f"inject keys must be Python identifiers, got {name!r}")
+        request = {
+            "source": source,
+            "entry": entry,
+            "args": list(args),
+            "kwargs": dict(kwargs or {}),
+            "inject": dict(inject or {}),
+            "timeout_s": float(self.timeout_s if timeout_s is None else timeout_s),
+            "memory_mb": int(self.memory_mb if memory_mb is None else memory_mb),
+            "cpus": self.cpus,
+            **self.limits,
+        }
+        if request["timeout_s"] <= 0 or request["memory_mb"] <= 0:
+            raise ValueError("timeout_s and memory_mb must be positive")
+        try:
+            json.dumps(request, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"args, kwargs and inject must be JSON data: {exc}") from None
+        return request
+
+
+# -- one-off calls ---------------------------------------------------------------------
+_shared: dict[tuple[int, str], Sandbox] = {}
+_shared_lock = threading.Lock()
+
+
+def run_program(
+    source: str,
+    entry: str = "run",
+    *,
+    args: tuple | list = (),
+    kwargs: dict | None = None,
+    inject: dict | None = None,
+    timeout_s: float,
+    memory_mb: int,
+    cpus: int = 1,
+    isolation: str = "auto",
+) -> SandboxResult:
+    """Run one program in a shared pool (one per ``cpus``/``isolation``, ``os.cpu_count()`` slots)."""
+    key = (int(cpus), isolation)
+    with _shared_lock:
+        sandbox = _shared.get(key)
+        if sandbox is None:
+            sandbox = _shared[key] = Sandbox(timeout_s=timeout_s, memory_mb=memory_mb, cpus=cpus, isolation=isolation)
+    return sandbox.run(source, entry, args=args, kwargs=kwargs, inject=inject, timeout_s=timeout_s, memory_mb=memory_mb)
+
+
+@atexit.register
+def _close_shared() -> None:
+    for sandbox in _shared.values():
+        sandbox.close()
