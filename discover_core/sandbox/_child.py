@@ -120,32 +120,33 @@ def to_jsonable(value, budget: _Budget, depth: int = 0):
     """Convert numpy arrays to lists and numpy scalars to Python numbers; refuse anything else.
 
     NaN and ±inf stay floats (JSON ``NaN``/``Infinity``) so the problem sees them and can reject
-    them with a reason.
+    them with a reason. Containers are charged their length before they are walked, so a list of
+    10^8 numbers is refused at once.
     """
     if depth > 200:
         raise TypeError("the value is nested more than 200 levels deep")
     if value is None or isinstance(value, (bool, int, float)):
-        budget.take(1)
         return value
     if isinstance(value, str):
-        budget.take(1, len(value))
+        budget.take(0, len(value))
         return value
     if isinstance(value, (list, tuple)):
-        budget.take(1)
+        budget.take(len(value) + 1)
         return [to_jsonable(v, budget, depth + 1) for v in value]
     if isinstance(value, dict):
+        budget.take(len(value) + 1)
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"dict keys must be str, got {type(k).__name__}")
-            budget.take(1, len(k))
+            budget.take(0, len(k))
             out[k] = to_jsonable(v, budget, depth + 1)
         return out
     np = sys.modules.get("numpy")
     if np is not None:
         if isinstance(value, np.ndarray):
             if value.dtype.kind in "biuf":
-                budget.take(int(value.size))
+                budget.take(int(value.size) + 1)
                 return value.tolist()
             if value.dtype.kind == "O":
                 return to_jsonable(value.tolist(), budget, depth + 1)
