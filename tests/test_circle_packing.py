@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_erdos_problem import StandInSandbox, _real_sandbox
+from test_erdos_problem import StandInSandbox, _real_sandbox, load_with_available_backend
 
 from discover_core.plugins import get_plugins
 from problems.circle_packing import CirclePackingProblem
@@ -33,7 +33,7 @@ def grid_packing(k=5, extra=1):
     return centers, radii
 
 
-@pytest.fixture(params=["stand-in", "real"])
+@pytest.fixture(scope="module", params=["stand-in", "real"])
 def sandbox(request):
     box = StandInSandbox() if request.param == "stand-in" else _real_sandbox()
     yield box
@@ -172,6 +172,14 @@ def test_registered_and_params():
         problem(n=10)
     with pytest.raises(ValueError, match="extra"):
         problem(circles=26)
+
+
+@pytest.mark.parametrize("name, n", [("config.yaml", 26), ("config.n32.yaml", 32)])
+def test_configs_are_accepted(name, n):
+    loaded = load_with_available_backend(Path(__file__).parents[1] / "problems" / "circle_packing" / name)
+    params = loaded.params["problem"]
+    assert params.n == n and params.target == {26: 2.636, 32: 2.940}[n]
+    assert loaded.config.sandbox.timeout_s >= params.budget_s + params.timeout_margin_s
 
 
 def test_seeds_are_empty():

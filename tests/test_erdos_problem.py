@@ -97,7 +97,7 @@ def _real_sandbox():
     return Sandbox(timeout_s=30, memory_mb=1024, workers=1)
 
 
-@pytest.fixture(params=["stand-in", "real"])
+@pytest.fixture(scope="module", params=["stand-in", "real"])
 def sandbox(request):
     box = StandInSandbox() if request.param == "stand-in" else _real_sandbox()
     yield box
@@ -136,6 +136,24 @@ def test_registered_under_its_name():
 def test_params_reject_unknown_keys():
     with pytest.raises(ValueError, match="budget"):
         ErdosProblem.Params(budgets=3)
+
+
+def load_with_available_backend(path):
+    """Validate a shipped config; until the local backend registers, check it by its import path."""
+    from discover_core.config import load_config
+
+    overrides = []
+    if "local" not in get_plugins().registries["backends"].entries:
+        overrides = ["backend.name=launch.local.backend:LocalBackend"]
+    return load_config(path, overrides)
+
+
+def test_paper_config_is_accepted():
+    loaded = load_with_available_backend(Path(__file__).parents[1] / "problems" / "erdos" / "config.paper.yaml")
+    assert loaded.params["problem"].budget_s == 1000
+    run = loaded.config.run
+    assert (run.groups, run.rollouts, run.steps) == (8, 64, 50)
+    assert loaded.config.sandbox.timeout_s >= 1000 + loaded.params["problem"].timeout_margin_s
 
 
 # -- seeds, archive, reward ---------------------------------------------------------------------------

@@ -69,10 +69,10 @@ def test_c5_matches_the_definition_on_a_small_case():
     assert c5_direct(h) == pytest.approx(max(by_lag) * 2 / 4, rel=1e-15)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 17, 100, 999, 1000, 4096, 20000])
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 100, 999, 1000, 4096, 12000])
 def test_fft_path_agrees_with_the_direct_formula_on_random_inputs(n):
     rng = np.random.default_rng(n)
-    for _ in range(3):
+    for _ in range(3 if n < 4096 else 1):
         h = rng.uniform(0, 1, n)
         assert c5_fft(h) == pytest.approx(c5_direct(h), rel=1e-12, abs=0)
 
