@@ -15,7 +15,7 @@ PROGRAMS = Path(__file__).parent / "data" / "programs" / "erdos"
 
 def erdos_config(tmp_path, *overrides):
     raw = {
-        "problem": {"name": "erdos", "budget_s": 0.5, "timeout_margin_s": 0.5, "cpus": 1},
+        "problem": {"name": "erdos", "budget_s": 2, "timeout_margin_s": 0.5, "cpus": 1},
         # one group of six rollouts: the six replies, in name order
         "backend": {"name": "replay", "path": str(PROGRAMS)},
         "sampler": {"name": "puct", "c": 1.0},
