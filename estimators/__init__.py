@@ -7,6 +7,6 @@ Imports nothing heavier than numpy. See docs/library.md.
 """
 
 from .baselines import grpo, grpo_nsr, mean_baseline
-from .entropic import entropic, entropic_adaptive, kl_to_uniform, solve_beta
+from .tilt import entropic, entropic_adaptive, kl_to_uniform, solve_beta
 
 __all__ = ["entropic_adaptive", "entropic", "mean_baseline", "grpo", "grpo_nsr", "solve_beta", "kl_to_uniform"]

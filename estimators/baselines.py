@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .entropic import _as_rewards
+from .tilt import _as_rewards
 
 EPS_STD = 1e-6
 

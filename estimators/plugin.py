@@ -3,7 +3,7 @@
 from discover_core import hookimpl
 
 from .baselines import grpo, grpo_nsr, mean_baseline
-from .entropic import LN2, entropic, entropic_adaptive, solve_beta
+from .tilt import LN2, entropic, entropic_adaptive, solve_beta
 
 
 def _adaptive_stats(rewards, *, kl_target: float = LN2, **_params) -> dict:

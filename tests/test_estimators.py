@@ -1,0 +1,189 @@
+"""Advantage estimators: the entropic β solve, leave-one-out values, baselines, registration."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import estimators.tilt as entropic_module
+from discover_core.components import build
+from discover_core.plugins import Plugins
+from estimators import entropic, entropic_adaptive, grpo, grpo_nsr, kl_to_uniform, mean_baseline, solve_beta
+
+ALL = [entropic_adaptive, entropic, mean_baseline, grpo]
+
+
+@pytest.fixture(autouse=True)
+def quiet_small_groups():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def groups(seed=0):
+    """Typical groups: many failures (reward 0), continuous rewards, small and large k."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in (4, 8, 16, 64):
+        out.append(rng.random(k))
+        r = rng.random(k) * 3
+        r[: k // 2] = 0.0
+        out.append(r)
+        out.append(rng.normal(size=k) * 1e-3 + 5.0)
+    return out
+
+
+def direct_kl(rewards, beta):
+    q = np.array([math.exp(beta * x) for x in rewards])
+    q /= q.sum()
+    return sum(p * math.log(p * len(rewards)) for p in q if p > 0)
+
+
+def test_kl_at_the_solved_beta_is_ln2():
+    for rewards in groups():
+        beta = solve_beta(rewards)
+        assert 0 < beta < 2**20
+        assert abs(kl_to_uniform(rewards, beta) - math.log(2)) <= 1e-9
+        assert kl_to_uniform(rewards, beta) == pytest.approx(direct_kl(rewards - rewards.max(), beta), abs=1e-12)
+
+
+def test_typical_regime_half_failures():
+    # 32 zeros and 32 rewards of 2.62: q puts mass on the 32 valid ones → β ≈ 3.7 in the spec's worked example
+    rewards = np.r_[np.zeros(32), np.full(32, 2.62) + np.linspace(0, 1e-9, 32)]
+    beta = solve_beta(rewards)
+    assert 2.0 < beta < 2**20
+    assert abs(kl_to_uniform(rewards, beta) - math.log(2)) <= 1e-9
+
+
+def test_unreachable_target_gives_the_bracket_cap():
+    rewards = np.r_[np.ones(40), np.linspace(0.0, 0.5, 24)]  # 40 of 64 tied at the max: KL < ln(64/40) < ln 2
+    assert solve_beta(rewards) == 2.0**20
+    advantages = entropic_adaptive(rewards)
+    np.testing.assert_allclose(advantages[:40], 63 / 39 - 1, rtol=1e-9)  # ≈ +0.615
+    np.testing.assert_allclose(advantages[40:], -1.0, atol=1e-9)
+    assert solve_beta([2.0, 2.0, 2.0, 1.0]) == 2.0**20
+
+
+def test_two_distinct_rewards_give_the_huge_advantage():
+    advantages = entropic_adaptive([0.0, 1.0])
+    assert advantages[0] == pytest.approx(-1.0)
+    assert advantages[1] == pytest.approx(1e12, rel=1e-5)  # KL saturates in float64 near β ≈ 40
+
+
+@pytest.mark.parametrize("scale, shift", [(0.5, 0.0), (3.0, -7.0), (100.0, 2.0), (1e-3, 1e3)])
+def test_invariant_to_positive_affine_transforms(scale, shift):
+    for rewards in groups(seed=1):
+        if solve_beta(rewards) * max(1.0, 1 / scale) >= 2**19:
+            continue  # near the β cap the invariance no longer holds
+        a = entropic_adaptive(rewards)
+        b = entropic_adaptive(scale * rewards + shift)
+        np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
+        beta_ratio = solve_beta(scale * rewards + shift) * scale / solve_beta(rewards)
+        assert beta_ratio == pytest.approx(1.0, rel=1e-6)
+    # constant β and the mean baseline are not invariant (that is the point of the adaptive β)
+    r = np.array([0.0, 1.0, 2.0, 3.0])
+    assert not np.allclose(entropic(3 * r), entropic(r))
+
+
+def leave_one_out_direct(rewards, beta):
+    k = len(rewards)
+    m = max(rewards)
+    e = [math.exp(beta * (x - m)) for x in rewards]
+    return np.array([e[n] / (math.fsum(e[:n] + e[n + 1 :]) / (k - 1) + 1e-12) - 1 for n in range(k)])
+
+
+def test_leave_one_out_against_a_direct_computation():
+    for rewards in groups(seed=2):
+        beta = solve_beta(rewards)
+        np.testing.assert_allclose(entropic_adaptive(rewards), leave_one_out_direct(rewards, beta), rtol=1e-11)
+        np.testing.assert_allclose(entropic(rewards, beta=2.0), leave_one_out_direct(rewards, 2.0), rtol=1e-11)
+    # a dominant sample (large β): Σe − e_n would cancel, the direct sum does not
+    rewards = np.array([0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(entropic(rewards, beta=30.0), leave_one_out_direct(rewards, 30.0), rtol=1e-9)
+
+
+def test_entropic_advantages_are_self_normalised():
+    # with β fixed, the LOO weights average to ≈ 1, so advantages average to ≈ 0 for large groups
+    rewards = np.random.default_rng(5).random(4096)
+    assert abs(entropic(rewards, beta=1.0).mean()) < 1e-3
+
+
+@pytest.mark.parametrize("fn", ALL + [lambda r: grpo_nsr(r, correct_threshold=0.5)])
+def test_constant_groups_and_tiny_groups_give_zeros(fn):
+    for rewards in ([1.5] * 8, [0.0] * 64, [3.0, 3.0]):
+        out = fn(np.array(rewards))
+        assert out.dtype == np.float64 and out.shape == (len(rewards),)
+        assert np.all(out == 0.0)
+    assert fn(np.array([2.0])).tolist() == [0.0]
+    assert fn(np.zeros(0)).shape == (0,)
+
+
+def test_k_below_two_gives_beta_zero_and_bad_input_is_an_error():
+    assert solve_beta([1.0]) == 0.0 and solve_beta([]) == 0.0
+    with pytest.raises(ValueError, match="1-D"):
+        entropic_adaptive(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        grpo([0.0, np.nan, 1.0])
+
+
+def test_warns_once_for_groups_below_four(monkeypatch):
+    monkeypatch.setattr(entropic_module, "_warned_small_group", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        entropic_adaptive([0.0, 1.0, 2.0])
+        entropic_adaptive([0.0, 1.0])
+        entropic_adaptive([0.0, 1.0, 2.0, 3.0])
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "3 rewards" in messages[0]
+
+
+def test_mean_baseline_and_grpo():
+    r = np.array([0.0, 1.0, 2.0, 5.0])
+    np.testing.assert_allclose(mean_baseline(r), r - 2.0)
+    std = math.sqrt(sum((x - 2.0) ** 2 for x in r) / 3)  # sample std, divisor k − 1
+    np.testing.assert_allclose(grpo(r), (r - 2.0) / (std + 1e-6))
+    np.testing.assert_allclose(grpo(r, normalize_std=False), r - 2.0)
+    assert grpo(r).dtype == np.float64 and mean_baseline([1, 2]).dtype == np.float64
+
+
+def test_grpo_nsr_weights_by_correctness():
+    r = np.array([0.0, 0.2, 0.6, 1.0])
+    base = grpo(r)
+    np.testing.assert_allclose(grpo_nsr(r, correct_threshold=0.5), base)  # w = 1, 1 is GRPO
+    np.testing.assert_allclose(grpo_nsr(r, w_pos=0.0, correct_threshold=0.6), [base[0], base[1], 0.0, 0.0])
+    scores = np.array([np.nan, 3.0, 1.0, 2.0])  # raw scores; NaN = failed rollout, never correct
+    np.testing.assert_allclose(
+        grpo_nsr(r, w_pos=0.1, w_neg=2.0, correct_threshold=2.0, scores=scores),
+        [2 * base[0], 0.1 * base[1], 2 * base[2], 0.1 * base[3]],
+    )
+    correct = np.array([False, True, True, False])
+    np.testing.assert_allclose(
+        grpo_nsr(r, w_pos=0.5, correct=correct, normalize_std=False),
+        [r[0] - r.mean(), 0.5 * (r[1] - r.mean()), 0.5 * (r[2] - r.mean()), r[3] - r.mean()],
+    )
+    with pytest.raises(ValueError, match="correct"):
+        grpo_nsr(r)
+
+
+def test_registered_with_stats_and_buildable_from_config():
+    import estimators.plugin
+
+    plugins = Plugins()
+    plugins.add_module(estimators.plugin, name="estimators")
+    reg = plugins.registries["estimators"]
+    assert set(reg.names()) >= {"entropic_adaptive", "entropic", "mean_baseline", "grpo", "grpo_nsr"}
+    rewards = np.array([0.0, 0.0, 1.0, 2.0, 4.0])
+    adaptive = reg.get("entropic_adaptive")
+    assert adaptive.extra["stats"](rewards) == {"beta": solve_beta(rewards)}
+    fn = build(reg.get("entropic").obj, {"beta": 0.5})
+    assert reg.get("entropic").extra["stats"](rewards, **fn.keywords) == {"beta": 0.5}
+    np.testing.assert_allclose(fn(rewards), entropic(rewards, beta=0.5))
+    nsr = build(reg.get("grpo_nsr").obj, {"w_pos": 0.1, "correct_threshold": 1.0})
+    assert "scores" not in nsr.keywords and "correct" not in nsr.keywords
+    np.testing.assert_allclose(nsr(rewards, scores=rewards), grpo_nsr(rewards, w_pos=0.1, correct_threshold=1.0))
+    with pytest.raises(Exception, match="betaa"):
+        build(reg.get("entropic").obj, {"betaa": 1.0})
+    assert estimators.__all__
