@@ -9,3 +9,11 @@ def register_backends(register):
     from .replay import ReplayBackend
 
     register(ReplayBackend)
+
+    from .local import LocalBackend
+    from .openai import OpenAIBackend
+    from .vllm import VllmBackend
+
+    register(LocalBackend)
+    register(VllmBackend)
+    register(OpenAIBackend)
