@@ -17,7 +17,7 @@ SLEEPER = "import time\ndef run(s):\n    time.sleep(s)\n    return s\n"
 
 @pytest.fixture(scope="module")
 def sb():
-    with Sandbox(timeout_s=5, memory_mb=1024, workers=2) as sandbox:
+    with Sandbox(timeout_s=5, memory_mb=1024, workers=2, preload=("numpy",)) as sandbox:
         sandbox.start()
         yield sandbox
 

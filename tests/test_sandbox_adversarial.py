@@ -30,7 +30,7 @@ ISOLATIONS = [
 
 @pytest.fixture(scope="module", params=ISOLATIONS)
 def sb(request):
-    with Sandbox(timeout_s=LIMIT_S, memory_mb=1024, workers=2, isolation=request.param) as sandbox:
+    with Sandbox(timeout_s=LIMIT_S, memory_mb=1024, workers=2, isolation=request.param, preload=("numpy",)) as sandbox:
         sandbox.start()  # server start-up is not the programs' time
         yield sandbox
 
@@ -220,7 +220,7 @@ def test_host_secret_is_not_readable(monkeypatch):
     secret = "sk-test-" + uuid.uuid4().hex
     monkeypatch.setenv("DISCOVER_TEST_API_KEY", secret)
     for isolation in ("bwrap", "none") if isolation_available() else ("none",):
-        with Sandbox(timeout_s=LIMIT_S, workers=1, isolation=isolation) as fresh:
+        with Sandbox(timeout_s=LIMIT_S, workers=1, isolation=isolation, preload=()) as fresh:
             fresh.start()
             r = hostile(fresh, "import os\ndef run():\n    return os.environ['DISCOVER_TEST_API_KEY']\n")
             assert r.kind == "exception" and "KeyError" in r.error
