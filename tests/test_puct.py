@@ -359,3 +359,16 @@ def test_state_dict_round_trip_mid_run_gives_the_same_selections():
         "children_per_parent": 2,
         "visit_normaliser": 1.0,
     }
+
+
+def test_fast_ordering_helpers_match_a_stable_sort():
+    from samplers.puct import _all_but_top, _descending
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        values = rng.integers(0, 5, rng.integers(1, 40)).astype(float)
+        values[rng.random(values.size) < 0.2] = -np.inf
+        stable = np.argsort(-values, kind="stable")
+        np.testing.assert_array_equal(_descending(values), stable)
+        count = int(rng.integers(0, 45))
+        np.testing.assert_array_equal(np.sort(_all_but_top(values, count)), np.sort(stable[count:]))
