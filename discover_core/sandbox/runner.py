@@ -236,10 +236,13 @@ class _Worker:
                 pass
         self._kill()
 
-    def run(self, request: dict) -> SandboxResult:
+    def ensure_started(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self._kill()
             self._start()
+
+    def run(self, request: dict) -> SandboxResult:
+        self.ensure_started()
         started = time.monotonic()
         try:
             self.proc.stdin.write(json.dumps(request, allow_nan=True).encode() + b"\n")
@@ -381,8 +384,16 @@ class Sandbox:
             return list(pool.map(lambda job: self.run(**job), jobs))
 
     def start(self) -> None:
-        """Start every slot's server now (otherwise each starts on its first program)."""
-        self.map([{"source": "def run():\n    return None\n", "timeout_s": 30}] * self.workers)
+        """Start every slot's server now, in parallel (otherwise each starts on its first program)."""
+        if not self.fork_server:
+            return
+        slots = [self._idle.get() for _ in range(self.workers)]
+        try:
+            with concurrent.futures.ThreadPoolExecutor(len(slots)) as pool:
+                list(pool.map(_Worker.ensure_started, slots))
+        finally:
+            for slot in reversed(slots):
+                self._idle.put(slot)
 
     def close(self) -> None:
         """Stop the servers and remove their folders."""
