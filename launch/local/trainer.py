@@ -158,13 +158,13 @@ class Trainer:
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(directory / ADAPTER_DIR))
+        self.model.save_pretrained(str(directory / ADAPTER_DIR), save_embedding_layers=False)
         torch.save({"optimizer": self.optimizer.state_dict(), "steps": self.steps}, directory / OPTIMIZER_FILE)
 
     def save_adapter(self, directory: Path) -> Path:
         """Only the peft adapter (what a vLLM engine loads); returns its folder."""
         path = Path(directory)
-        self.model.save_pretrained(str(path))
+        self.model.save_pretrained(str(path), save_embedding_layers=False)
         return path
 
     def load(self, directory: Path) -> None:

