@@ -3,8 +3,8 @@
 Standard library only: the fork server imports this file by path, inside the
 sandbox, without the rest of ``discover_core``.
 
-Order matters. The child first cuts every link to the server (its own process
-group, a parent-death signal, no inherited descriptors but stdout, stderr and
+Order matters. The child first cuts every link to the server (its own session
+and process group, a parent-death signal, no inherited descriptors but stdout, stderr and
 the result pipe), then applies the limits (rlimits, no new privileges, no
 capabilities, Landlock), and only then compiles the program. Its result goes
 back on fd 3 as one JSON header line followed by the JSON value; nothing it
@@ -225,7 +225,10 @@ def run_child(job: dict, jobdir: str, program_path: str, out_w: int, err_w: int,
     """Entry of the forked child. Never returns."""
     code = 0
     try:
-        os.setpgid(0, 0)
+        # a new session: its own process group for killpg, and (where the scheduler has autogroups)
+        # one CPU share for the whole program however many processes it forks, so a fork bomb
+        # cannot starve the server that must kill it
+        os.setsid()
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != server_pid:  # the server died between fork and prctl
             os._exit(1)

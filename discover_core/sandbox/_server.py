@@ -200,10 +200,8 @@ class Server:
             os._exit(72)
         for fd in (out_w, err_w, res_w):
             os.close(fd)
-        try:
-            os.setpgid(pid, pid)
-        except OSError:  # the child did it first, or is already gone
-            pass
+        # the child calls setsid() itself (setpgid here would make that fail); until it has,
+        # killpg(pid) finds no group and the kill of pid alone is enough, as it has not forked yet
         streams = {out_r: _Tail(int(job["tail_bytes"])), err_r: _Tail(int(job["tail_bytes"]))}
         result = bytearray()
         reason = self._watch(job, pid, start, streams, result, res_r)
