@@ -14,6 +14,7 @@ any other. torch and transformers are imported inside the functions.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,27 @@ def pick_dtype(dtype: str, device: str) -> Any:
         raise ValueError(f"backend.dtype {dtype!r} is not one of auto, float32, bfloat16, float16") from None
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """No per-tensor progress bars from transformers while a model loads (a run prints its own progress)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_tokenizer(model: str, gguf_file: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     name, gguf = resolve_model(model, gguf_file)
     kwargs = {"gguf_file": gguf} if gguf else {}
-    tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -104,5 +120,6 @@ def load_causal_lm(model: str, gguf_file: str | None, device: str, dtype: Any) -
     kwargs: dict[str, Any] = {"dtype": dtype}
     if gguf:
         kwargs["gguf_file"] = gguf
-    lm = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    with quiet_loading():
+        lm = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     return lm.to(device)
