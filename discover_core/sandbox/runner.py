@@ -123,6 +123,23 @@ def _server_env(cpus: int, home: str) -> dict[str, str]:
     return env
 
 
+_FOLDER_PREFIX = "discover-sandbox-"
+_stale_checked = False
+
+
+def _remove_stale_folders() -> None:
+    """Remove slot folders left by host processes that no longer exist (killed before close())."""
+    global _stale_checked
+    if _stale_checked:
+        return
+    _stale_checked = True
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        owner = name[len(_FOLDER_PREFIX) :].split("-", 1)[0]
+        if name.startswith(_FOLDER_PREFIX) and owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+
+
 # -- one pool slot ------------------------------------------------------------------
 class _Worker:
     def __init__(self, sandbox: Sandbox, affinity: list[int] | None) -> None:
@@ -133,7 +150,8 @@ class _Worker:
 
     def _start(self) -> None:
         sb = self.sandbox
-        self.root = tempfile.mkdtemp(prefix="discover-sandbox-")
+        _remove_stale_folders()
+        self.root = tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-")
         workdir = os.path.join(self.root, "work")
         os.mkdir(workdir, 0o700)
         isolated = sb.isolation == "bwrap"
