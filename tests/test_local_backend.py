@@ -247,3 +247,13 @@ def test_train_rejects_text_only_completions():
     c = Completion("text", b.prompt_tokens(PROMPTS[0]), [5, 6, 7], [], [])
     with pytest.raises(ValueError, match="sampler log-probs"):
         b.train([TrainItem(c, 1.0)])
+
+
+def test_gradient_checkpointing_gives_the_same_update():
+    plain, ckpt = make_backend(lr=1e-2, kl_coef=0.0), make_backend(lr=1e-2, kl_coef=0.0, gradient_checkpointing=True)
+    batch = lambda b: [TrainItem(fixed_completion(b, "12"), 1.0), TrainItem(fixed_completion(b, "ab"), -1.0)]  # noqa: E731
+    m1, m2 = plain.train(batch(plain)), ckpt.train(batch(ckpt))
+    assert m1["grad_norm"] == pytest.approx(m2["grad_norm"], rel=1e-4)
+    assert not ckpt.model.training
+    probe = [fixed_completion(plain, "x")]
+    np.testing.assert_allclose(plain.logprobs(probe)[0], ckpt.logprobs(probe)[0], atol=1e-5)

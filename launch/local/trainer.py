@@ -120,6 +120,9 @@ class Trainer:
         if self.params.train_forced_tokens:  # reference: forced tokens also carry the rollout's advantage
             adv_tok = [a + it.advantage * (1.0 - m) for a, it, m in zip(adv_tok, items, sampled_masks, strict=True)]
 
+        # transformers checkpoints activations only in train mode; dropout is 0, so train mode
+        # changes nothing else for the models we target.
+        self.model.train(self.params.gradient_checkpointing)
         self.optimizer.zero_grad(set_to_none=True)
         loss_total, ratio_sum, ratio_max, abs_gap, n_tok = 0.0, 0.0, 0.0, 0.0, 0.0
         mb = self.params.micro_batch_size
@@ -141,6 +144,7 @@ class Trainer:
         )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
         self.steps += 1
         return {
             "loss": loss_total,
