@@ -48,6 +48,8 @@ class SandboxConfig(_Strict):
     cpus: int = 1
     workers: int | None = None
     isolation: Literal["auto", "bwrap", "none"] = "auto"
+    # modules each fork server imports once (null: numpy and scipy); add e.g. cvxpy if programs use it
+    preload: list[str] | None = None
 
 
 class RunConfig(_Strict):

@@ -108,7 +108,7 @@ class Discovery:
         if self.backend is None:
             self.backend = self._build("backend")
         if self.sandbox is None:
-            self.sandbox = Sandbox(**self.cfg.sandbox.model_dump())
+            self.sandbox = Sandbox(**self.cfg.sandbox.model_dump(exclude_none=True))
 
     def _fresh_states(self, k: int) -> list[State]:
         states = self.problem.initial_states(self.rng, k)
