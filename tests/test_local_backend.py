@@ -257,3 +257,25 @@ def test_gradient_checkpointing_gives_the_same_update():
     assert not ckpt.model.training
     probe = [fixed_completion(plain, "x")]
     np.testing.assert_allclose(plain.logprobs(probe)[0], ckpt.logprobs(probe)[0], atol=1e-5)
+
+
+def test_decode_matches_transformers_greedy_generate_with_left_padding():
+    from launch.local.sampling import decode
+
+    b = make_backend()
+    rows = [b.prompt_tokens(PROMPTS[0]), b.prompt_tokens(PROMPTS[1])]  # different lengths: left padding
+    gen = torch.Generator().manual_seed(0)
+    pieces = decode(
+        b.model, rows, [12, 12], temperature=1e-4, top_p=1.0, stop_ids=set(), pad_id=0, generator=gen
+    )  # T → 0 is greedy
+    for row, piece in zip(rows, pieces, strict=True):
+        ids = torch.tensor([row])
+        with b.model.disable_adapter():  # the zero-initialised adapter changes nothing; generate on the base
+            ref = b.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=12,
+                do_sample=False,
+                eos_token_id=None,
+            )
+        assert piece.tokens == ref[0, len(row) :].tolist()

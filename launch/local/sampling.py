@@ -65,16 +65,24 @@ def decode(
 ) -> list[Piece]:
     """Sample up to ``budgets[b]`` tokens after each token row (left-padded into one batch)."""
     device = next(model.parameters()).device
-    B, L = len(rows), max(len(r) for r in rows)
-    ids_BL = torch.full((B, L), pad_id, dtype=torch.long, device=device)
-    mask_BL = torch.zeros((B, L), dtype=torch.long, device=device)
-    for b, row in enumerate(rows):
-        ids_BL[b, L - len(row) :] = torch.tensor(row, dtype=torch.long, device=device)
-        mask_BL[b, L - len(row) :] = 1
-    pos_BL = (mask_BL.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids_BL, attention_mask=mask_BL, position_ids=pos_BL, use_cache=True)
-    cache, logits_BV = out.past_key_values, out.logits[:, -1]
-    pos_B1 = pos_BL[:, -1:]
+    # The R rollouts of a prompt share their prompt: prefill each distinct row once, then
+    # copy its KV cache to every row that uses it.
+    distinct: dict[tuple[int, ...], int] = {}
+    row_to_distinct = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
+    U, L = len(distinct), max(len(r) for r in rows)
+    ids_UL = torch.full((U, L), pad_id, dtype=torch.long, device=device)
+    mask_UL = torch.zeros((U, L), dtype=torch.long, device=device)
+    for u, row in enumerate(distinct):
+        ids_UL[u, L - len(row) :] = torch.tensor(row, dtype=torch.long, device=device)
+        mask_UL[u, L - len(row) :] = 1
+    pos_UL = (mask_UL.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids_UL, attention_mask=mask_UL, position_ids=pos_UL, use_cache=True, logits_to_keep=1)
+    index_B = torch.tensor(row_to_distinct, dtype=torch.long, device=device)
+    cache = out.past_key_values
+    if U < len(rows):
+        cache.batch_select_indices(index_B)
+    B = len(rows)
+    logits_BV, mask_BL, pos_B1 = out.logits[index_B, -1], mask_UL[index_B], pos_UL[index_B, -1:]
     budget_B = torch.tensor(list(budgets), device=device)
     done_B = budget_B <= 0
     pieces = [Piece() for _ in rows]
