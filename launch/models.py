@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +94,18 @@ def quiet_loading():
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    old_env = os.environ.get("TQDM_DISABLE")
     hf_logging.disable_progress_bar()
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantiser uses tqdm directly
     try:
         yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+        if old_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_env
 
 
 def load_tokenizer(model: str, gguf_file: str | None = None) -> Any:
