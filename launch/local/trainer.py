@@ -63,7 +63,11 @@ class Trainer:
             self.model = get_peft_model(model, config)
         self.model.eval()  # dropout is 0 by default; eval keeps any other dropout off in sampling and training alike
         if params.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable = getattr(self.model, "activation_checkpointing_enable", None)  # transformers >= 5
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.model.enable_input_require_grads()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         # No weight decay, no gradient clipping (§5.3).
