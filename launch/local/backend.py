@@ -144,4 +144,11 @@ class LocalBackend(Backend):
         torch.set_rng_state(torch.load(directory / TORCH_RNG_FILE, weights_only=True)["cpu"])
 
     def close(self) -> None:
+        import gc
+
+        import torch
+
         self.trainer = None  # type: ignore[assignment]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
