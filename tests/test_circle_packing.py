@@ -85,6 +85,8 @@ def test_other_record_layouts():
     expected = p.verify(record).score
     assert p.verify(p.construction_from_record(rows)).score == expected
     assert p.verify(p.construction_from_record(pair)).score == expected
+    assert p.verify(p.construction_from_record({"circles": rows, "sum_radii": 9.9})).score == expected
+    assert p.verify(p.construction_from_record({"packing": rows})).score == expected
     with pytest.raises(ValueError, match="centers"):
         p.construction_from_record({"values": [1]})
 

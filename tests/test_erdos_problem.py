@@ -203,6 +203,7 @@ def test_construction_from_record_formats():
     assert p.construction_from_record([0.1, 0.2]) == [0.1, 0.2]
     assert p.construction_from_record({"values": [0.1]}) == [0.1]
     assert p.construction_from_record({"construction": {"values": [0.3]}}) == [0.3]
+    assert p.construction_from_record({"h": [0.4, 0.6], "c5": 0.5, "note": "x"}) == [0.4, 0.6]
     with pytest.raises(ValueError, match="values"):
         p.construction_from_record({"centers": []})
 

@@ -172,15 +172,17 @@ class CirclePackingProblem(Problem):
                 return self.construction_from_record(record["construction"])
             if "centers" in record and "radii" in record:
                 return {"centers": record["centers"], "radii": record["radii"]}
-            if "circles" in record:
-                return self.construction_from_record(record["circles"])
+            # otherwise the one entry that is a list of [x, y, r] rows (e.g. {"circles": [...], "sum_radii": ...})
+            rows = [v for v in record.values() if isinstance(v, list) and v and all(_is_row(row) for row in v)]
+            if len(rows) == 1:
+                return self.construction_from_record(rows[0])
             raise ValueError(f"no packing in this record: expected keys 'centers' and 'radii'; got {sorted(record)}")
         if isinstance(record, (list, tuple)):
             if len(record) == 2 and all(isinstance(part, (list, tuple)) for part in record):
                 first = record[0]
                 if first and isinstance(first[0], (list, tuple)):  # [centers, radii]
                     return {"centers": record[0], "radii": record[1]}
-            if record and all(isinstance(row, (list, tuple)) and len(row) == 3 for row in record):
+            if record and all(_is_row(row) for row in record):
                 return {"centers": [list(row[:2]) for row in record], "radii": [row[2] for row in record]}
         raise ValueError("no packing in this record: expected {'centers': ..., 'radii': ...} or [x, y, r] rows")
 
@@ -214,3 +216,8 @@ class CirclePackingProblem(Problem):
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)
+
+
+def _is_row(row: Any) -> bool:
+    """An [x, y, r] row."""
+    return isinstance(row, (list, tuple)) and len(row) == 3 and not any(isinstance(v, (list, tuple)) for v in row)

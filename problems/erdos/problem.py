@@ -177,6 +177,10 @@ class ErdosProblem(Problem):
             for key in ("construction", "values", "h_values"):
                 if key in record:
                     return self.construction_from_record(record[key])
+            # otherwise the one entry that is a list of numbers (e.g. {"h": [...], "c5": 0.38})
+            lists = [v for v in record.values() if isinstance(v, list) and v and all(_is_number(x) for x in v)]
+            if len(lists) == 1:
+                return lists[0]
             raise ValueError(f"no Erdős construction in this record: expected a key 'values'; got {sorted(record)}")
         return record
 
@@ -202,6 +206,10 @@ class ErdosProblem(Problem):
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _describe(value: Any) -> str:
