@@ -64,6 +64,11 @@ class ErdosProblem(Problem):
         timeout_margin_s: float = Field(5.0, ge=0, description="sandbox timeout = budget_s + this")
         max_archive_points: int = Field(1000, ge=1, description="longer constructions are scored, not archived")
         target: float = Field(0.3808, gt=0, description="the C5 the prompt names as the goal")
+        starter_code: bool = Field(
+            False,
+            description="seeds carry a working example program as their last code (for small models; "
+            "the paper's seeds have none)",
+        )
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params if params is not None else self.Params())
@@ -83,7 +88,8 @@ class ErdosProblem(Problem):
             if h_N.min() < 0.0 or h_N.max() > 1.0:
                 continue
             h_N, c5 = verify_erdos(h_N)
-            states.append(State(value=-c5, score=c5, construction=h_N.tolist(), code=""))
+            code = prompts.STARTER.format(budget_s=f"{self.params.budget_s:g}") if self.params.starter_code else ""
+            states.append(State(value=-c5, score=c5, construction=h_N.tolist(), code=code))
         return states
 
     def keep_in_archive(self, state: State) -> bool:

@@ -68,3 +68,28 @@ DIFFERENT = (
 )
 NO_CODE = "Write code to optimise this construction."
 ANSWER = "Answer with one ```python code block that holds the complete program."
+
+#: With ``starter_code: true`` the seeds carry this program as their "last code": a
+#: working example of the contract (random local search from ``initial_h_values``).
+#: Small models mostly fail to write the contract from the statement alone; with a
+#: program to edit, some of their rollouts are valid and the groups carry a signal.
+STARTER = """\
+import numpy as np
+
+
+def run(seed=42, budget_s={budget_s}, **kwargs):
+    rng = np.random.default_rng(seed)
+    h = np.array(initial_h_values, dtype=float)
+    n = len(h)
+    best = erdos_c5(h)
+    for step in range(300):
+        candidate = np.clip(h + 0.02 * rng.standard_normal(n), 0.0, 1.0)
+        candidate = candidate * (n / 2) / candidate.sum()
+        if candidate.max() > 1.0:
+            continue
+        c5 = erdos_c5(candidate)
+        if c5 < best:
+            h, best = candidate, c5
+    print("best C5", best)
+    return h, best, n
+"""
