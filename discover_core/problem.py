@@ -78,6 +78,22 @@ class Verification:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+_FUTURE_IMPORT = re.compile(r"^from __future__ import[^\n]*$", re.MULTILINE)
+
+
+def with_preamble(preamble: str, source: str) -> str:
+    """``source`` with ``preamble`` executed first, on one added line.
+
+    Running the preamble through one ``exec`` line keeps the program's own line
+    numbers (in tracebacks the model will read) off by exactly one; future
+    imports, which must come first, are moved onto that line.
+    """
+    futures = _FUTURE_IMPORT.findall(source)
+    body = _FUTURE_IMPORT.sub("", source)
+    head = "; ".join([*futures, f"exec(compile({preamble!r}, '<preamble>', 'exec'))"])
+    return head + "\n" + body
+
+
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
 

@@ -11,14 +11,13 @@ None, the empty packing). A child's construction is {"centers": [[x, y], ...],
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from discover_core.problem import Evaluation, Invalid, Problem, Program, Verification
+from discover_core.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
 from discover_core.state import State
 
 from . import prompts, verifier
@@ -31,16 +30,6 @@ TARGETS = {26: 2.636, 32: 2.940}
 PREAMBLE = Path(__file__).with_name("verifier.py").read_text()
 #: strict mode: the programs' own validate_packing() must be as strict as ours
 STRICT_PREAMBLE = PREAMBLE + "\nTOLERANCE = 0.0\n"
-
-_FUTURE_IMPORT = re.compile(r"^from __future__ import[^\n]*$", re.MULTILINE)
-
-
-def with_preamble(preamble: str, source: str) -> str:
-    """``source`` with ``preamble`` executed first, on one added line (see problems.erdos.problem)."""
-    futures = _FUTURE_IMPORT.findall(source)
-    body = _FUTURE_IMPORT.sub("", source)
-    head = "; ".join([*futures, f"exec(compile({preamble!r}, '<preamble>', 'exec'))"])
-    return head + "\n" + body
 
 
 class CirclePackingProblem(Problem):

@@ -8,14 +8,13 @@ floats; a child's program receives its parent's as the numpy array
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from discover_core.problem import Evaluation, Invalid, Problem, Program, Verification
+from discover_core.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
 from discover_core.state import State
 
 from . import prompts
@@ -28,21 +27,6 @@ PREAMBLE = (
     + "if initial_h_values is not None:\n"
     + "    initial_h_values = np.asarray(initial_h_values, dtype=np.float64)\n"
 )
-
-_FUTURE_IMPORT = re.compile(r"^from __future__ import[^\n]*$", re.MULTILINE)
-
-
-def with_preamble(preamble: str, source: str) -> str:
-    """``source`` with ``preamble`` executed first, on one added line.
-
-    Running the preamble through one ``exec`` line keeps the program's own line
-    numbers (in tracebacks the model will read) off by exactly one; future
-    imports, which must come first, are moved onto that line.
-    """
-    futures = _FUTURE_IMPORT.findall(source)
-    body = _FUTURE_IMPORT.sub("", source)
-    head = "; ".join([*futures, f"exec(compile({preamble!r}, '<preamble>', 'exec'))"])
-    return head + "\n" + body
 
 
 def _fmt(x: float | None) -> str:
