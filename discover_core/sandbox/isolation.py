@@ -87,8 +87,10 @@ def bwrap_command(workdir: str, server_dir: str) -> list[str]:
             cmd += ["--ro-bind", path, path]
     for path in _ETC_FILES:
         cmd += ["--ro-bind-try", path, path]
+    # /tmp first: a Python install that lives under /tmp (a project cloned there) is bound on top of it
+    cmd += ["--bind", workdir, "/tmp"]
     for root in python_roots():
         cmd += ["--ro-bind", root, root]
-    cmd += ["--ro-bind", server_dir, SERVER_DIR, "--bind", workdir, "/tmp"]
+    cmd += ["--ro-bind", server_dir, SERVER_DIR]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
     return cmd
