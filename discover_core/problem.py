@@ -56,6 +56,11 @@ class Invalid:
         if self.kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {self.kind!r}; expected one of {FAILURE_KINDS}")
 
+    @classmethod
+    def from_sandbox(cls, result: Any) -> Invalid:
+        """The failure of a program that did not finish (a ``SandboxResult`` with ``ok`` False)."""
+        return cls(kind=result.kind or "crash", reason=result.error or "the program failed", stdout=result.stdout)
+
 
 @dataclass
 class Evaluation:

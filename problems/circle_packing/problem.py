@@ -116,9 +116,7 @@ class CirclePackingProblem(Problem):
             timeout_s=p.budget_s + p.timeout_margin_s,
         )
         if not result.ok:
-            return Invalid(
-                kind=result.kind or "crash", reason=result.error or "the program failed", stdout=result.stdout
-            )
+            return Invalid.from_sandbox(result)
         value = result.value
         if not isinstance(value, (list, tuple)) or len(value) != 3:
             shape = f"a sequence of {len(value)} items" if isinstance(value, (list, tuple)) else type(value).__name__

@@ -115,9 +115,7 @@ class ErdosProblem(Problem):
             timeout_s=p.budget_s + p.timeout_margin_s,
         )
         if not result.ok:
-            return Invalid(
-                kind=result.kind or "crash", reason=result.error or "the program failed", stdout=result.stdout
-            )
+            return Invalid.from_sandbox(result)
         value = result.value
         if not isinstance(value, (list, tuple)) or len(value) != 3:
             return Invalid(

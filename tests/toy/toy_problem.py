@@ -40,7 +40,7 @@ class ToyProblem(Problem):
             program.source, program.entry, inject={"parent": state.construction}, timeout_s=self.params.timeout_s
         )
         if not result.ok:
-            return Invalid(result.kind, result.error, result.stdout)
+            return Invalid.from_sandbox(result)
         v = self.verify(result.value)
         if not v.valid:
             return Invalid("invalid_construction", v.reason, result.stdout)
