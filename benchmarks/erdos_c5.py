@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from problems.erdos.verifier import c5_direct, c5_fft
+from discover_ttt.problems.erdos.verifier import c5_direct, c5_fft
 
 RECORD = Path(__file__).parents[1] / "tests" / "data" / "records" / "erdos_ttt_discover_600.json"
 

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from discover_core.backend import TrainItem
-from launch.local import LocalBackend, LocalParams
+from discover_ttt.backend import TrainItem
+from discover_ttt.launch.local import LocalBackend, LocalParams
 
 PROMPT = [
     {
@@ -31,7 +31,7 @@ def erdos_prompt() -> list[dict[str, str]]:
     """The prompt of an Erdős seed state, as the CPU default run sends it."""
     import numpy as np
 
-    from problems.erdos.problem import ErdosProblem
+    from discover_ttt.problems.erdos.problem import ErdosProblem
 
     problem = ErdosProblem(ErdosProblem.Params(budget_s=20, cpus=1))
     return problem.prompt(problem.initial_states(np.random.default_rng(0), 1)[0])

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from samplers import PUCT, State
+from discover_ttt.samplers import PUCT, State
 
 GROUPS, ROLLOUTS = 8, 64
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from discover_core.sandbox import Sandbox, isolation_available
+from discover_ttt.sandbox import Sandbox, isolation_available
 
 PROGRAM = "import numpy as np\n\ndef run():\n    return float(np.arange(10).sum())\n"
 

@@ -1,6 +1,6 @@
 """discover: test-time discovery with a language model, a verifier and a PUCT archive.
 
-Only light names live here, so that ``from discover_core import hookimpl`` costs
+Only light names live here, so that ``from discover_ttt import hookimpl`` costs
 nothing. The engine's parts are in their own modules.
 """
 

@@ -2,7 +2,7 @@
 ``register(MyProblem)`` takes the name from ``MyProblem.name``;
 ``register(obj, name="other")`` gives it explicitly. In a plugin module::
 
-from discover_core import hookimpl
+from discover_ttt import hookimpl
 
 @hookimpl
 def register_problems(register):

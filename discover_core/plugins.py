@@ -20,7 +20,7 @@ from . import hookspecs
 from .errors import UserError
 
 ENTRY_POINT_GROUP = "discover"
-BUILTIN_DIST = "discover"
+BUILTIN_DIST = "discover-ttt"
 ENV_FILTER = "DISCOVER_PLUGINS"
 KINDS = ("problems", "samplers", "estimators", "backends")
 

@@ -1,6 +1,6 @@
 """Advantage estimators: plain functions from one group's rewards to advantages.
 
-    from estimators import entropic_adaptive
+    from discover_ttt.estimators import entropic_adaptive
     advantages_G = entropic_adaptive(rewards_G)   # float64, same shape
 
 Imports nothing heavier than numpy. See docs/library.md.

@@ -1,6 +1,6 @@
 """Registers the built-in estimators, each with a ``stats`` callable for the run log."""
 
-from discover_core import hookimpl
+from discover_ttt import hookimpl
 
 from .baselines import grpo, grpo_nsr, mean_baseline
 from .tilt import LN2, entropic, entropic_adaptive, solve_beta

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from discover_core.backend import Backend, Completion
+from discover_ttt.backend import Backend, Completion
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 

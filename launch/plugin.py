@@ -1,7 +1,7 @@
 """Registers the built-in backends. Each backend module keeps its heavy imports
 (torch, transformers, vllm) inside its methods, so listing plugins stays fast."""
 
-from discover_core import hookimpl
+from discover_ttt import hookimpl
 
 
 @hookimpl

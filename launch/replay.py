@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from discover_core.backend import Backend, Completion
-from discover_core.errors import UserError
+from discover_ttt.backend import Backend, Completion
+from discover_ttt.errors import UserError
 
 
 class ReplayError(UserError):

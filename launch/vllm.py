@@ -1,6 +1,6 @@
 """The ``vllm`` backend: sampling with vLLM's offline engine, training with the local trainer.
 
-Needs the optional extra: ``pip install 'discover[vllm]'`` (a CUDA machine). This module
+Needs the optional extra: ``pip install 'discover-ttt[vllm]'`` (a CUDA machine). This module
 imports without vLLM; building the backend without it raises ``VllmNotInstalled``.
 
 Per RL step (reference-algorithm §9.3):
@@ -11,7 +11,7 @@ Per RL step (reference-algorithm §9.3):
    engine's ``logprobs_mode="processed_logprobs"`` is taken after temperature and top-p,
    as the local sampler does. One request per rollout (vLLM's prefix cache shares the
    prompt), so the two-phase thinking budget can give each row its own budget.
-2. ``train``: the transformers + peft learner (``launch.local.trainer``) takes the step.
+2. ``train``: the transformers + peft learner (``discover_ttt.launch.local.trainer``) takes the step.
 3. refresh: the adapter is written (peft safetensors) to a fresh folder, a new
    ``LoRARequest`` with a new positive integer id names it, and the prefix cache is reset
    so that no KV block computed under the old adapter is reused.
@@ -28,12 +28,12 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field
 
-from discover_core.backend import Backend, Completion, TrainItem
+from discover_ttt.backend import Backend, Completion, TrainItem
 
 from .local.backend import call_seed
 from .local.params import LocalParams
 
-INSTALL_HINT = "pip install 'discover[vllm]'"
+INSTALL_HINT = "pip install 'discover-ttt[vllm]'"
 STATE_FILE = "vllm_state.json"
 
 
@@ -75,7 +75,7 @@ class VllmParams(LocalParams):
 
 
 class VllmBackend(Backend):
-    """vLLM sampling with LoRA refresh after every ``train``; learner from ``launch.local``."""
+    """vLLM sampling with LoRA refresh after every ``train``; learner from ``discover_ttt.launch.local``."""
 
     name: ClassVar[str] = "vllm"
     can_train: ClassVar[bool] = True

@@ -1,6 +1,6 @@
 """State samplers: which archived candidates the next rollouts start from.
 
-    from samplers import PUCT, State
+    from discover_ttt.samplers import PUCT, State
     sampler = PUCT(c=1.0, max_states=1000, children_per_parent=2)
     sampler.seed(initial_states)
     parents = sampler.select(8)
@@ -10,7 +10,7 @@
 Imports nothing heavier than numpy. See docs/library.md.
 """
 
-from discover_core.state import State
+from discover_ttt.state import State
 
 from .archive import Sampler, dedup_key
 from .puct import PUCT

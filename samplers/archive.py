@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
-from discover_core.state import State
+from discover_ttt.state import State
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """Registers the built-in samplers."""
 
-from discover_core import hookimpl
+from discover_ttt import hookimpl
 
 from .puct import PUCT
 from .simple import Greedy, NoReuse

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from discover_core.state import State
+from discover_ttt.state import State
 
 from .archive import KeyIndex, dedup_key, link_to_parent, value_of
 

@@ -9,9 +9,14 @@ import pytest
 from click.testing import CliRunner
 from test_erdos_problem import StandInSandbox, _real_sandbox, load_with_available_backend
 
-from discover_core.plugins import get_plugins
-from problems.circle_packing import CirclePackingProblem
-from problems.circle_packing.verifier import InvalidConstruction, check_packing, packing_metrics, validate_packing
+from discover_ttt.plugins import get_plugins
+from discover_ttt.problems.circle_packing import CirclePackingProblem
+from discover_ttt.problems.circle_packing.verifier import (
+    InvalidConstruction,
+    check_packing,
+    packing_metrics,
+    validate_packing,
+)
 
 RECORDS = Path(__file__).parent / "data" / "records"
 PACKING_RECORDS = sorted(RECORDS.glob("circle_packing_*.json"))
@@ -65,7 +70,7 @@ def test_record_reproduces_its_value(path, strict):
 
 @pytest.mark.parametrize("path", PACKING_RECORDS, ids=lambda p: p.stem)
 def test_record_through_the_cli(path):
-    from discover_core.cli import cli
+    from discover_ttt.cli import cli
 
     record = load(path)
     for extra in ([], ["-p", "strict=true"]):

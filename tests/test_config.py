@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from discover_core.components import params_model
-from discover_core.config import ConfigError, load_config
+from discover_ttt.components import params_model
+from discover_ttt.config import ConfigError, load_config
 
 TOY_CONFIG = Path(__file__).parent / "toy" / "config.yaml"
 
@@ -59,7 +59,7 @@ def test_unknown_component_param_names_component_keys(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, data))
     msg = str(e.value)
-    allowed = params_model(__import__("samplers").PUCT).model_fields
+    allowed = params_model(__import__("discover_ttt.samplers", fromlist=["PUCT"]).PUCT).model_fields
     assert "'sampler.cc'" in msg
     for key in allowed:
         assert key in msg
@@ -121,7 +121,7 @@ def test_missing_file(tmp_path):
 
 
 def test_import_path_component():
-    loaded = load_config(TOY_CONFIG, ["sampler.name=samplers:Greedy"])
+    loaded = load_config(TOY_CONFIG, ["sampler.name=discover_ttt.samplers:Greedy"])
     assert "epsilon" in loaded.resolved()["sampler"]
 
 

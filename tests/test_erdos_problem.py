@@ -12,16 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from discover_core.plugins import get_plugins
-from discover_core.state import State
-from problems.erdos import ErdosProblem
-from problems.erdos.problem import PREAMBLE, with_preamble
-from problems.erdos.verifier import c5_direct
+from discover_ttt.plugins import get_plugins
+from discover_ttt.problems.erdos import ErdosProblem
+from discover_ttt.problems.erdos.problem import PREAMBLE, with_preamble
+from discover_ttt.problems.erdos.verifier import c5_direct
+from discover_ttt.state import State
 
 PROGRAMS = Path(__file__).parent / "data" / "programs" / "erdos"
 
 
-# -- a stand-in with the sandbox's run() signature, for when discover_core.sandbox is absent ---------
+# -- a stand-in with the sandbox's run() signature, for when discover_ttt.sandbox is absent ---------
 
 
 @dataclass
@@ -91,9 +91,9 @@ class StandInSandbox:
 
 def _real_sandbox():
     try:
-        from discover_core.sandbox import Sandbox
+        from discover_ttt.sandbox import Sandbox
     except ImportError:
-        pytest.skip("discover_core.sandbox is not available")
+        pytest.skip("discover_ttt.sandbox is not available")
     return Sandbox(timeout_s=30, memory_mb=1024, workers=1)
 
 
@@ -141,11 +141,11 @@ def test_params_reject_unknown_keys():
 
 def load_with_available_backend(path):
     """Validate a shipped config; until the local backend registers, check it by its import path."""
-    from discover_core.config import load_config
+    from discover_ttt.config import load_config
 
     overrides = []
     if "local" not in get_plugins().registries["backends"].entries:
-        overrides = ["backend.name=launch.local.backend:LocalBackend"]
+        overrides = ["backend.name=discover_ttt.launch.local.backend:LocalBackend"]
     return load_config(path, overrides)
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from discover_core.config import load_config
-from discover_core.loop import Discovery
-from discover_core.progress import Reporter
+from discover_ttt.config import load_config
+from discover_ttt.loop import Discovery
+from discover_ttt.progress import Reporter
 
 PROGRAMS = Path(__file__).parent / "data" / "programs" / "erdos"
 
@@ -29,9 +29,9 @@ def erdos_config(tmp_path, *overrides):
 
 def test_replay_run_lowers_c5_and_records_each_failure(tmp_path):
     try:
-        from discover_core.sandbox import Sandbox  # noqa: F401
+        from discover_ttt.sandbox import Sandbox  # noqa: F401
     except ImportError:
-        pytest.skip("discover_core.sandbox is not available")
+        pytest.skip("discover_ttt.sandbox is not available")
     disc = Discovery(erdos_config(tmp_path), reporter=Reporter())
     disc.start()
     seed_c5 = min(s.score for s in disc.sampler.states)
@@ -57,7 +57,7 @@ def test_replay_run_lowers_c5_and_records_each_failure(tmp_path):
     assert summary.best_score < seed_c5
     best = json.loads((summary.run_dir / "best" / "score.json").read_text())
     assert best["verified"]["valid"] and best["verified"]["score"] == pytest.approx(summary.best_score, rel=1e-12)
-    from discover_core.cli import cli
+    from discover_ttt.cli import cli
 
     result = CliRunner().invoke(cli, ["verify", "erdos", str(summary.run_dir / "best" / "construction.json"), "--json"])
     assert result.exit_code == 0, result.output

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from problems.erdos import ErdosProblem
-from problems.erdos.verifier import InvalidConstruction, c5_direct, c5_fft, check_h, verify_erdos
+from discover_ttt.problems.erdos import ErdosProblem
+from discover_ttt.problems.erdos.verifier import InvalidConstruction, c5_direct, c5_fft, check_h, verify_erdos
 
 RECORDS = Path(__file__).parent / "data" / "records"
 ERDOS_RECORDS = sorted(RECORDS.glob("erdos_*.json"))
@@ -38,7 +38,7 @@ def test_record_reproduces_its_value(path):
 
 @pytest.mark.parametrize("path", ERDOS_RECORDS, ids=lambda p: p.stem)
 def test_record_through_the_cli(path):
-    from discover_core.cli import cli
+    from discover_ttt.cli import cli
 
     record = load(path)
     result = CliRunner().invoke(cli, ["verify", "erdos", str(path), "--json"])
@@ -49,7 +49,7 @@ def test_record_through_the_cli(path):
 
 
 def test_cli_rejects_an_invalid_file(tmp_path):
-    from discover_core.cli import cli
+    from discover_ttt.cli import cli
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([0.5, 1.5, 0.0, 0.0]))

@@ -8,10 +8,18 @@ import warnings
 import numpy as np
 import pytest
 
-import estimators.tilt as entropic_module
-from discover_core.components import build
-from discover_core.plugins import Plugins
-from estimators import entropic, entropic_adaptive, grpo, grpo_nsr, kl_to_uniform, mean_baseline, solve_beta
+import discover_ttt.estimators.tilt as entropic_module
+from discover_ttt.components import build
+from discover_ttt.estimators import (
+    entropic,
+    entropic_adaptive,
+    grpo,
+    grpo_nsr,
+    kl_to_uniform,
+    mean_baseline,
+    solve_beta,
+)
+from discover_ttt.plugins import Plugins
 
 ALL = [entropic_adaptive, entropic, mean_baseline, grpo]
 
@@ -169,10 +177,10 @@ def test_grpo_nsr_weights_by_correctness():
 
 
 def test_registered_with_stats_and_buildable_from_config():
-    import estimators.plugin
+    import discover_ttt.estimators.plugin
 
     plugins = Plugins()
-    plugins.add_module(estimators.plugin, name="estimators")
+    plugins.add_module(discover_ttt.estimators.plugin, name="estimators")
     reg = plugins.registries["estimators"]
     assert set(reg.names()) >= {"entropic_adaptive", "entropic", "mean_baseline", "grpo", "grpo_nsr"}
     rewards = np.array([0.0, 0.0, 1.0, 2.0, 4.0])
@@ -186,4 +194,4 @@ def test_registered_with_stats_and_buildable_from_config():
     np.testing.assert_allclose(nsr(rewards, scores=rewards), grpo_nsr(rewards, w_pos=0.1, correct_threshold=1.0))
     with pytest.raises(Exception, match="betaa"):
         build(reg.get("entropic").obj, {"betaa": 1.0})
-    assert estimators.__all__
+    assert discover_ttt.estimators.__all__

@@ -10,13 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from discover_core.backend import Completion, TrainItem  # noqa: E402
-from launch.local import (  # noqa: E402
+from discover_ttt.backend import Completion, TrainItem  # noqa: E402
+from discover_ttt.launch.local import (  # noqa: E402
     LocalBackend,
     LocalParams,
     objective,  # noqa: E402
 )
-from launch.local.tiny import tiny_model_and_tokenizer  # noqa: E402
+from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer  # noqa: E402
 
 PROMPTS = [[{"role": "user", "content": "Write a number."}], [{"role": "user", "content": "Another, longer prompt."}]]
 
@@ -88,7 +88,7 @@ def objective_free_logsoftmax(x):
 
 
 def _nucleus(logits, t, top_p):
-    from launch.local.sampling import nucleus_logprobs
+    from discover_ttt.launch.local.sampling import nucleus_logprobs
 
     return nucleus_logprobs(logits, t, top_p).numpy()[0]
 
@@ -260,7 +260,7 @@ def test_gradient_checkpointing_gives_the_same_update():
 
 
 def test_decode_matches_transformers_greedy_generate_with_left_padding():
-    from launch.local.sampling import decode
+    from discover_ttt.launch.local.sampling import decode
 
     b = make_backend()
     rows = [b.prompt_tokens(PROMPTS[0]), b.prompt_tokens(PROMPTS[1])]  # different lengths: left padding

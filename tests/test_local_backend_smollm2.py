@@ -19,8 +19,8 @@ pytestmark = [
 
 
 def test_smollm2_samples_and_trains_once(tmp_path):
-    from discover_core.backend import TrainItem
-    from launch.local import LocalBackend, LocalParams
+    from discover_ttt.backend import TrainItem
+    from discover_ttt.launch.local import LocalBackend, LocalParams
 
     b = LocalBackend(LocalParams(device="cpu", max_new_tokens=24, sample_batch_size=4, micro_batch_size=2, seed=3))
     assert b.model.peft_config["default"].r == 32

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from discover_core.config import load_config
-from discover_core.loop import Discovery, run_config
-from discover_core.progress import Reporter
-from discover_core.store import RunDirError, RunStore
+from discover_ttt.config import load_config
+from discover_ttt.loop import Discovery, run_config
+from discover_ttt.progress import Reporter
+from discover_ttt.store import RunDirError, RunStore
 
 TOY = Path(__file__).parent / "toy"
 CONFIG = TOY / "config.yaml"

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from launch.openai import EndpointError, OpenAIBackend, OpenAIParams
+from discover_ttt.launch.openai import EndpointError, OpenAIBackend, OpenAIParams
 
 
 class FakeServer:

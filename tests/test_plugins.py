@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from discover_core import hookimpl
-from discover_core.plugins import PluginError, Plugins
+from discover_ttt import hookimpl
+from discover_ttt.plugins import PluginError, Plugins
 
 TUTORIAL = Path(__file__).parents[1] / "docs" / "writing-a-problem.md"
 
@@ -68,7 +68,7 @@ def test_outside_plugin_is_listed(installed_tutorial, discover_bin):
     assert spread == [{"kind": "problem", "name": "spread", "plugin": "spread", "distribution": "discover-spread"}]
     # built-ins come through the same entry-point path, from this distribution
     erdos = [r for r in rows if r["name"] == "erdos"]
-    assert erdos and erdos[0]["distribution"] == "discover"
+    assert erdos and erdos[0]["distribution"] == "discover-ttt"
 
 
 def test_plugin_filter_env(installed_tutorial, discover_bin):
@@ -149,7 +149,7 @@ def test_duplicate_name_names_both_plugins():
 
 
 def test_builtins_registered():
-    from discover_core.plugins import get_plugins
+    from discover_ttt.plugins import get_plugins
 
     pl = get_plugins()
     assert {"puct", "greedy", "no_reuse"} <= set(pl.registries["samplers"].names())

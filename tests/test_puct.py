@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from samplers import PUCT, State
+from discover_ttt.samplers import PUCT, State
 
 
 def ids(states):
@@ -362,7 +362,7 @@ def test_state_dict_round_trip_mid_run_gives_the_same_selections():
 
 
 def test_fast_ordering_helpers_match_a_stable_sort():
-    from samplers.puct import _all_but_top, _descending
+    from discover_ttt.samplers.puct import _all_but_top, _descending
 
     rng = np.random.default_rng(1)
     for _ in range(300):

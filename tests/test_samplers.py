@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from discover_core.components import build
-from discover_core.plugins import Plugins
-from samplers import PUCT, Greedy, NoReuse, Sampler, State
+from discover_ttt.components import build
+from discover_ttt.plugins import Plugins
+from discover_ttt.samplers import PUCT, Greedy, NoReuse, Sampler, State
 
 
 def ids(states):
@@ -19,7 +19,7 @@ def ids(states):
 
 def test_importing_the_library_stays_light():
     code = (
-        "import sys, samplers, estimators, samplers.plugin, estimators.plugin\n"
+        "import sys, discover_ttt.samplers, discover_ttt.estimators, discover_ttt.samplers.plugin, discover_ttt.estimators.plugin\n"
         "heavy = ('torch', 'transformers', 'pydantic', 'click', 'rich', 'ray', 'scipy')\n"
         "print([m for m in sys.modules if m.split('.')[0] in heavy])\n"
     )
@@ -29,9 +29,9 @@ def test_importing_the_library_stays_light():
 
 def test_registered_by_name_and_built_from_config_sections():
     plugins = Plugins()
-    import samplers.plugin
+    import discover_ttt.samplers.plugin
 
-    plugins.add_module(samplers.plugin, name="samplers")
+    plugins.add_module(discover_ttt.samplers.plugin, name="samplers")
     reg = plugins.registries["samplers"]
     assert {n: reg.get(n).obj for n in ("puct", "greedy", "no_reuse")} == {
         "puct": PUCT,

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from discover_core.problem import FAILURE_KINDS
-from discover_core.sandbox import KINDS, Sandbox, SandboxError, isolation_available, run_program
-from discover_core.sandbox import runner as runner_module
+from discover_ttt.problem import FAILURE_KINDS
+from discover_ttt.sandbox import KINDS, Sandbox, SandboxError, isolation_available, run_program
+from discover_ttt.sandbox import runner as runner_module
 
 SLEEPER = "import time\ndef run(s):\n    time.sleep(s)\n    return s\n"
 
@@ -189,7 +189,7 @@ def test_isolation_choices(monkeypatch, caplog):
     monkeypatch.setattr(runner_module, "_warned_plain", False)
     with pytest.raises(SandboxError, match="apt-get install -y bubblewrap"):
         Sandbox(isolation="bwrap")
-    with caplog.at_level(logging.WARNING, logger="discover_core.sandbox.runner"):
+    with caplog.at_level(logging.WARNING, logger="discover_ttt.sandbox.runner"):
         assert Sandbox(isolation="auto", workers=1).isolation == "none"
         assert Sandbox(isolation="auto", workers=1).isolation == "none"
     assert sum("bubblewrap" in rec.getMessage() for rec in caplog.records) == 1

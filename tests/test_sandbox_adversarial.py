@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from discover_core.sandbox import Sandbox, isolation_available
-from discover_core.sandbox._child import landlock_abi
+from discover_ttt.sandbox import Sandbox, isolation_available
+from discover_ttt.sandbox._child import landlock_abi
 
 LANDLOCK_ABI = landlock_abi()
 LIMIT_S = 1.5

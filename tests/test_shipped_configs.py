@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from discover_core.components import build
-from discover_core.config import load_config
-from discover_core.plugins import get_plugins
-from discover_core.problem import Evaluation, Program
+from discover_ttt.components import build
+from discover_ttt.config import load_config
+from discover_ttt.plugins import get_plugins
+from discover_ttt.problem import Evaluation, Program
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted((ROOT / "problems").glob("*/config*.yaml"))
@@ -21,7 +21,7 @@ def test_shipped_config_validates(path):
 
 
 def test_erdos_starter_code_improves_its_seed():
-    from discover_core.sandbox import Sandbox
+    from discover_ttt.sandbox import Sandbox
 
     problem = build(get_plugins().get("problems", "erdos").obj, {"budget_s": 20, "cpus": 1, "starter_code": True})
     seed = problem.initial_states(np.random.default_rng(0), 1)[0]

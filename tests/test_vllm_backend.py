@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from discover_core.backend import TrainItem  # noqa: E402
-from launch.vllm import VllmBackend, VllmNotInstalled, VllmParams  # noqa: E402
+from discover_ttt.backend import TrainItem  # noqa: E402
+from discover_ttt.launch.vllm import VllmBackend, VllmNotInstalled, VllmParams  # noqa: E402
 
 PROMPTS = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a second prompt"}]]
 LETTERS = list(range(10, 60))  # printable characters in the tiny tokenizer
@@ -60,7 +60,7 @@ def fake_api():
 
 
 def make(tmp_path, **overrides):
-    from launch.local.trainer import Trainer
+    from discover_ttt.launch.local.trainer import Trainer
 
     params = VllmParams(model="tiny-random", device="cpu", adapter_dir=str(tmp_path), max_new_tokens=8, **overrides)
     trainer = Trainer(params)
@@ -69,7 +69,7 @@ def make(tmp_path, **overrides):
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_without_vllm_the_error_names_the_extra():
-    with pytest.raises(VllmNotInstalled, match=r"discover\[vllm\]"):
+    with pytest.raises(VllmNotInstalled, match=r"discover-ttt\[vllm\]"):
         VllmBackend(VllmParams(model="tiny-random", device="cpu"))
 
 

@@ -1,6 +1,6 @@
 """Run untrusted generated programs: fresh processes, hard limits, JSON results.
 
-    from discover_core.sandbox import run_program, Sandbox
+    from discover_ttt.sandbox import run_program, Sandbox
 
     r = run_program(source, "run", timeout_s=10, memory_mb=1024)
     if r.ok:

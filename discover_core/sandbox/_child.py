@@ -1,7 +1,7 @@
 """What runs inside the forked child, before and around the untrusted program.
 
 Standard library only: the fork server imports this file by path, inside the
-sandbox, without the rest of ``discover_core``.
+sandbox, without the rest of ``discover_ttt``.
 
 Order matters. The child first cuts every link to the server (its own session
 and process group, a parent-death signal, no inherited descriptors but stdout, stderr and

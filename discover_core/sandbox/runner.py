@@ -31,7 +31,7 @@ from .isolation import SERVER_DIR, bwrap_command, isolation_available
 
 log = logging.getLogger(__name__)
 
-#: failure kinds a SandboxResult can carry (a subset of discover_core.problem.FAILURE_KINDS)
+#: failure kinds a SandboxResult can carry (a subset of discover_ttt.problem.FAILURE_KINDS)
 KINDS = ("timeout", "memory", "exception", "crash", "bad_output")
 #: imported once by each fork server so programs do not pay for them
 DEFAULT_PRELOAD = (

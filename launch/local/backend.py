@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from discover_core.backend import Backend, Completion, TrainItem
+from discover_ttt.backend import Backend, Completion, TrainItem
 
 from .params import LocalParams
 
@@ -30,7 +30,7 @@ class LocalBackend(Backend):
     """Samples with a KV-cached decode loop and trains the LoRA adapter of the same model.
 
     ``model``/``tokenizer`` may be passed in (tests build a tiny random model); otherwise
-    ``params.model`` is loaded (see ``launch.models``).
+    ``params.model`` is loaded (see ``discover_ttt.launch.models``).
     """
 
     name: ClassVar[str] = "local"

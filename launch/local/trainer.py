@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from discover_core.backend import TrainItem
+from discover_ttt.backend import TrainItem
 
 from . import objective
 from .params import TrainerParams
@@ -29,7 +29,7 @@ class Trainer:
     def __init__(self, params: TrainerParams, model=None, tokenizer=None) -> None:
         from peft import LoraConfig, get_peft_model
 
-        from launch import models
+        from discover_ttt.launch import models
 
         self.params = params
         if model is None and params.model == TINY_MODEL:

@@ -1,6 +1,6 @@
 """Registers circle packing in the unit square under the name ``circle_packing``."""
 
-from discover_core import hookimpl
+from discover_ttt import hookimpl
 
 from .problem import CirclePackingProblem
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from discover_core.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
-from discover_core.state import State
+from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
+from discover_ttt.state import State
 
 from . import prompts, verifier
 from .verifier import TOLERANCE, InvalidConstruction, check_packing, packing_metrics

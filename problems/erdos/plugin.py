@@ -1,6 +1,6 @@
 """Registers the Erdős minimum-overlap problem under the name ``erdos``."""
 
-from discover_core import hookimpl
+from discover_ttt import hookimpl
 
 from .problem import ErdosProblem
 

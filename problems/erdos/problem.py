@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from discover_core.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
-from discover_core.state import State
+from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
+from discover_ttt.state import State
 
 from . import prompts
 from .verifier import InvalidConstruction, c5_direct, check_h, verify_erdos

@@ -10,9 +10,9 @@ import math
 
 from pydantic import BaseModel, ConfigDict
 
-from discover_core import hookimpl
-from discover_core.problem import Evaluation, Invalid, Problem, Verification
-from discover_core.state import State
+from discover_ttt import hookimpl
+from discover_ttt.problem import Evaluation, Invalid, Problem, Verification
+from discover_ttt.state import State
 
 
 class ToyProblem(Problem):
