@@ -34,7 +34,7 @@ class DiscoverGroup(click.Group):
 
 @click.group(cls=DiscoverGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-@click.version_option(package_name="discover")
+@click.version_option(package_name="discover-ttt")
 def cli(verbose: bool) -> None:
     """Test-time discovery: a model writes programs, a verifier scores them, the model learns from them."""
     logging.basicConfig(

@@ -182,7 +182,16 @@ class Discovery:
             for g, (parent, group) in enumerate(zip(parents, completions, strict=True))
             for j, c in enumerate(group)
         ]
+        return self.finish_step(t, parents, rollouts, t0=t0, sample_s=sample_s)
 
+    def finish_step(
+        self, t: int, parents: list[State], rollouts: list[Rollout], *, t0: float, sample_s: float
+    ) -> dict[str, Any]:
+        """Everything after sampling: evaluate, record, advantages, train, end the step, write events.
+
+        ``rollouts`` are updated in place (outcome, reward, advantage). A driver that samples
+        elsewhere (the NeMo RL environment in ``launch/nemo_rl``) calls this with its own completions.
+        """
         te = time.perf_counter()
         self._evaluate(t, parents, rollouts)
         eval_s = time.perf_counter() - te

@@ -55,3 +55,11 @@ def test_old_top_level_names_are_not_installed():
         text=True,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_version_names_the_distribution(discover_bin):
+    out = subprocess.run([discover_bin, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    from importlib.metadata import version
+
+    assert out.stdout.strip().endswith(f"version {version('discover-ttt')}")
