@@ -15,3 +15,10 @@ def register_backends(register):
     register(LocalBackend)
     register(OpenAIBackend)
     register(VllmBackend)
+
+
+@hookimpl
+def register_commands(cli):
+    from .nemo_rl.commands import export
+
+    cli.add_command(export)
