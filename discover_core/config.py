@@ -14,7 +14,7 @@ import difflib
 import pathlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -42,29 +42,52 @@ class Component(BaseModel):
     name: str
 
 
+def _not_bool(x: Any) -> Any:
+    """YAML reads ``yes``/``true`` as booleans, which pydantic would take as 1."""
+    if isinstance(x, bool):
+        raise ValueError("expected a number, not a boolean")
+    return x
+
+
+Int = Annotated[int, pydantic.BeforeValidator(_not_bool)]
+Float = Annotated[float, pydantic.BeforeValidator(_not_bool)]
+#: more rollouts than this per step would not fit in memory on any machine this runs on
+MAX_ROLLOUTS_PER_STEP = 65_536
+
+
 class SandboxConfig(_Strict):
-    timeout_s: float = 60.0
-    memory_mb: int = 1024
-    cpus: int = 1
-    workers: int | None = None
+    # a program needs its interpreter (about 270 MiB of address space with numpy and scipy)
+    timeout_s: Float = pydantic.Field(60.0, gt=0, le=7 * 24 * 3600)
+    memory_mb: Int = pydantic.Field(1024, ge=128)
+    cpus: Int = pydantic.Field(1, ge=1, le=4096)
+    workers: Int | None = pydantic.Field(None, ge=1, le=4096)
     isolation: Literal["auto", "bwrap", "none"] = "auto"
     # modules each fork server imports once (null: numpy and scipy); add e.g. cvxpy if programs use it
     preload: list[str] | None = None
 
 
 class RunConfig(_Strict):
-    steps: int = pydantic.Field(50, ge=1)
-    groups: int = pydantic.Field(8, ge=1)
-    rollouts: int = pydantic.Field(64, ge=1)
-    seed: int = 0
+    steps: Int = pydantic.Field(50, ge=1)
+    groups: Int = pydantic.Field(8, ge=1, le=MAX_ROLLOUTS_PER_STEP)
+    rollouts: Int = pydantic.Field(64, ge=1, le=MAX_ROLLOUTS_PER_STEP)
+    seed: Int = pydantic.Field(0, ge=0)
     output: Path = Path("runs/run")
     # Groups whose rewards are all equal carry no signal and are dropped. If every
     # group is constant the default skips the update; ``faithful_constant_groups``
     # keeps the first group and steps anyway, as the reference does.
     drop_constant_groups: bool = True
     faithful_constant_groups: bool = False
-    save_every: int = pydantic.Field(1, ge=1)
-    keep_checkpoints: int = pydantic.Field(2, ge=1)
+    save_every: Int = pydantic.Field(1, ge=1)
+    keep_checkpoints: Int = pydantic.Field(2, ge=1)
+
+    @pydantic.model_validator(mode="after")
+    def _fits(self) -> RunConfig:
+        if self.groups * self.rollouts > MAX_ROLLOUTS_PER_STEP:
+            raise ValueError(
+                f"groups × rollouts = {self.groups * self.rollouts} rollouts per step is more than "
+                f"{MAX_ROLLOUTS_PER_STEP}, which would exhaust memory; lower run.groups or run.rollouts"
+            )
+        return self
 
 
 class LogConfig(_Strict):
@@ -151,7 +174,8 @@ def _format_errors(source: str, prefix: list[str], exc: pydantic.ValidationError
         else:
             ctx = err.get("ctx", {})
             expected = f" (expected {ctx['expected']})" if "expected" in ctx else ""
-            lines.append(f"'{key}': {err['msg']}{expected}; got {err.get('input')!r}.")
+            got = "" if isinstance(err.get("input"), dict) else f"; got {err.get('input')!r}"
+            lines.append(f"'{key}': {err['msg'].removeprefix('Value error, ')}{expected}{got}.")
     return f"Invalid config {source}: " + " ".join(lines)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +31,17 @@ import numpy as np
 from .backend import Backend, Completion, TrainItem
 from .components import instantiate
 from .config import LoadedConfig, load_config
+from .guard import (
+    BadReturn,
+    HookGuard,
+    check_bool,
+    check_group,
+    check_number,
+    check_outcome,
+    check_program,
+    check_prompt,
+    check_states,
+)
 from .plugins import Plugins, get_plugins
 from .problem import Evaluation, Invalid, Problem, Program
 from .progress import Reporter, make_reporter
@@ -85,8 +96,12 @@ class Discovery:
         self.totals = {"rollouts": 0, "valid": 0}
 
         self.problem: Problem = self._build("problem")
+        self._stop = threading.Event()  # set on an interrupt: abandon the evaluations in flight
+        problem_entry = self.plugins.get("problems", self.cfg.problem.name)
+        self.hooks = HookGuard(self.problem, problem_entry.plugin, self.cfg.sandbox.timeout_s, self._stop)
+        self._archive_ok: dict[str, bool] = {}  # keep_in_archive, asked once per child
         self.sampler = self._build("sampler")
-        self.sampler.accept = self.problem.keep_in_archive
+        self.sampler.accept = self._keep
         self.sampler.make_states = self._fresh_states
         est_entry = self.plugins.get("estimators", self.cfg.estimator.name)
         self.estimator = self._build("estimator")
@@ -111,7 +126,7 @@ class Discovery:
             self.sandbox = Sandbox(**self.cfg.sandbox.model_dump(exclude_none=True))
 
     def _fresh_states(self, k: int) -> list[State]:
-        states = self.problem.initial_states(self.rng, k)
+        states = self.hooks.call_before_start("initial_states", self.rng, k, check=check_states(k))
         for s in states:
             s.id = f"seed{self.made}"
             s.step = -1
@@ -172,15 +187,19 @@ class Discovery:
         cfg = self.cfg.run
         t0 = time.perf_counter()
         parents = self.sampler.select(cfg.groups)
-        prompts = [self.problem.prompt(s) for s in parents]
+        prompts = [self.hooks.call("prompt", s, check=check_prompt) for s in parents]
+        ok = [g for g, p in enumerate(prompts) if not isinstance(p, Invalid)]
 
         ts = time.perf_counter()
-        completions = self.backend.sample(prompts, cfg.rollouts)
+        sampled = self.backend.sample([prompts[g] for g in ok], cfg.rollouts) if ok else []
         sample_s = time.perf_counter() - ts
+        # a group whose prompt failed is sampled not at all: its rollouts are that failure
+        completions = {g: group for g, group in zip(ok, sampled, strict=True)}
+        failed = [Completion(text="", finish_reason="prompt_failed")] * cfg.rollouts
         rollouts = [
             Rollout(group=g, index=j, parent=parent, completion=c)
-            for g, (parent, group) in enumerate(zip(parents, completions, strict=True))
-            for j, c in enumerate(group)
+            for g, parent in enumerate(parents)
+            for j, c in enumerate(completions.get(g, failed))
         ]
         return self.finish_step(t, parents, rollouts, t0=t0, sample_s=sample_s)
 
@@ -193,7 +212,7 @@ class Discovery:
         elsewhere (the NeMo RL environment in ``launch/nemo_rl``) calls this with its own completions.
         """
         te = time.perf_counter()
-        self._evaluate(t, parents, rollouts)
+        self._evaluate(t, parents, rollouts, prompts)
         eval_s = time.perf_counter() - te
 
         for r in rollouts:  # rollout order, so the archive is the same on every run
@@ -247,16 +266,31 @@ class Discovery:
         self.store.append_events([self._event(t, r) for r in rollouts] + [metrics])
         return metrics
 
-    def _evaluate(self, t: int, parents: list[State], rollouts: list[Rollout]) -> None:
-        programs = [self.problem.parse(r.completion.text) for r in rollouts]
+    def _evaluate(self, t: int, parents: list[State], rollouts: list[Rollout], prompts: list[Any]) -> None:
+        programs = [
+            prompts[r.group] if isinstance(prompts[r.group], Invalid) else self._parse(r.completion.text)
+            for r in rollouts
+        ]
         outcomes: list[Evaluation | Invalid | None] = [None] * len(rollouts)
         todo = []
         for g, parent in enumerate(parents):
             idx = [i for i, r in enumerate(rollouts) if r.group == g]
-            grouped = self._guard(self.problem.evaluate_group, [programs[i] for i in idx], parent, self.sandbox)
+            if isinstance(prompts[g], Invalid):
+                grouped = [prompts[g]] * len(idx)
+            else:
+                grouped = self.hooks.call_with_deadline(
+                    "evaluate_group",
+                    self.sandbox,
+                    [programs[i] for i in idx],
+                    parent,
+                    n_programs=len(idx),
+                    check=check_group(len(idx)),
+                )
+            if isinstance(grouped, Invalid):  # the group hook failed: every rollout of the group did
+                grouped = [grouped] * len(idx)
             if isinstance(grouped, list):
                 for i, o in zip(idx, grouped, strict=True):
-                    outcomes[i] = o
+                    outcomes[i] = self.hooks.failed("evaluate_group", o) if isinstance(o, BadReturn) else o
             else:
                 todo.extend(i for i in idx if isinstance(programs[i], Program))
                 for i in idx:
@@ -264,35 +298,46 @@ class Discovery:
                         outcomes[i] = programs[i]
 
         def one(i: int) -> Evaluation | Invalid:
-            return self._guard(self.problem.evaluate, programs[i], rollouts[i].parent, self.sandbox)
+            return self.hooks.call_with_deadline(
+                "evaluate", self.sandbox, programs[i], rollouts[i].parent, check=check_outcome
+            )
 
-        with ThreadPoolExecutor(max_workers=max(1, self.sandbox.workers)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.sandbox.workers))
+        try:
             for i, o in zip(todo, pool.map(one, todo), strict=True):
                 outcomes[i] = o
+        except BaseException:
+            self._stop.set()  # Ctrl-C: the pool threads stop waiting at once
+            raise
+        finally:
+            pool.shutdown(wait=not self._stop.is_set(), cancel_futures=True)
         for i, r in enumerate(rollouts):
             self._settle(t, r, outcomes[i], programs[i])
 
-    def _guard(self, fn, *args):
-        """A plugin that raises is a bug in the plugin, not the end of the run."""
-        try:
-            return fn(*args)
-        except Exception as e:  # noqa: BLE001
-            log.warning("%s raised %s: %s", getattr(fn, "__qualname__", fn), type(e).__name__, e)
-            return Invalid("exception", f"the problem's evaluator raised {type(e).__name__}: {e}")
+    def _parse(self, text: str) -> Program | Invalid:
+        return self.hooks.call("parse", text, check=check_program)
+
+    def _keep(self, state: State) -> bool:
+        """keep_in_archive, asked once per state; a failure keeps the state out."""
+        if state.id not in self._archive_ok:
+            keep = self.hooks.call("keep_in_archive", state, check=check_bool)
+            self._archive_ok[state.id] = keep is True
+        return self._archive_ok[state.id]
 
     def _settle(self, t: int, r: Rollout, outcome: Evaluation | Invalid | None, program: Program | Invalid) -> None:
         if outcome is None:
             outcome = Invalid("exception", "the problem returned no outcome for this rollout")
         if isinstance(outcome, Evaluation):
-            score = _finite(outcome.score)
-            reward = _finite(self.problem.reward(score)) if score is not None else None
-            if score is None or reward is None:
-                outcome = Invalid("invalid_construction", f"the verifier gave a non-finite score ({outcome.score!r})")
+            score = outcome.score
+            reward = self.hooks.call("reward", score, check=check_number)
+            value = self.hooks.call("value", score, check=check_number)
+            failure = next((x for x in (reward, value) if isinstance(x, Invalid)), None)
+            if failure is not None:
+                outcome = Invalid(failure.kind, failure.reason, outcome.stdout)
             else:
-                r.reward = reward
-                r.child = r.parent.child(
+                child = r.parent.child(
                     id=f"t{t}-g{r.group}-r{r.index}",
-                    value=self.problem.value(score),
+                    value=value,
                     score=score,
                     construction=outcome.construction,
                     code=outcome.code or (program.source if isinstance(program, Program) else ""),
@@ -300,6 +345,12 @@ class Discovery:
                     step=t,
                     metrics=outcome.metrics,
                 )
+                keep = self.hooks.call("keep_in_archive", child, check=check_bool)
+                if isinstance(keep, Invalid):
+                    outcome = Invalid(keep.kind, keep.reason, outcome.stdout)
+                else:
+                    self._archive_ok[child.id] = keep
+                    r.reward, r.child = reward, child
         r.outcome = outcome
 
     def _advantages(self, rollouts: list[Rollout], n_groups: int) -> tuple[list[dict[str, Any]], set[int]]:
@@ -373,7 +424,7 @@ class Discovery:
             "score": r.child.score if r.child else None,
             "reward": r.reward,
             "advantage": r.advantage,
-            "archived": bool(r.child and self.problem.keep_in_archive(r.child)),
+            "archived": bool(r.child and self._archive_ok.get(r.child.id)),
             "stdout_tail": (o.stdout or "")[-500:],
         }
 
@@ -410,14 +461,6 @@ class Discovery:
         for part in (self.sandbox, self.backend):
             if part is not None:
                 part.close()
-
-
-def _finite(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _count(kinds: list[str]) -> dict[str, int]:

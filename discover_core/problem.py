@@ -99,7 +99,31 @@ def with_preamble(preamble: str, source: str) -> str:
     return head + "\n" + body
 
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_LANG = re.compile(r"[ \t]*([A-Za-z0-9_+-]*)")
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """Every fenced block in ``text`` as (language tag, body), in order.
+
+    A fence opens at three backticks (anywhere on a line) and runs to the end of
+    that line; the body runs to the next three backticks. A scan with ``str.find``
+    instead of a regular expression: a long line of fence markers costs linear
+    time, where a backtracking pattern took minutes.
+    """
+    blocks, pos = [], 0
+    while True:
+        start = text.find("```", pos)
+        if start < 0:
+            return blocks
+        newline = text.find("\n", start + 3)
+        if newline < 0:
+            return blocks
+        end = text.find("```", newline + 1)
+        if end < 0:  # no later fence can close either
+            return blocks
+        lang = _LANG.match(text, start + 3, newline).group(1)
+        blocks.append((lang, text[newline + 1 : end]))
+        pos = end + 3
 
 
 def last_code_block(text: str, languages: tuple[str, ...] = ("python", "py", "")) -> str | None:
@@ -108,8 +132,25 @@ def last_code_block(text: str, languages: tuple[str, ...] = ("python", "py", "")
     Only the final answer matters (the model may sketch code while thinking), so
     the last block wins, as in the reference.
     """
-    blocks = [body for lang, body in _FENCE.findall(text) if lang.lower() in languages]
+    blocks = [body for lang, body in code_blocks(text) if lang.lower() in languages]
     return blocks[-1] if blocks else None
+
+
+def parse_python(source: str) -> ast.Module | Invalid:
+    """``ast.parse`` that never raises: anything it throws is a ``syntax_error``.
+
+    Deep nesting or long operator chains raise ``RecursionError`` or
+    ``MemoryError``, lone surrogates ``UnicodeEncodeError``, NUL bytes
+    ``ValueError`` (older Pythons); the program is rejected either way.
+    """
+    try:
+        return ast.parse(source)
+    except SyntaxError as e:
+        return Invalid("syntax_error", f"line {e.lineno}: {e.msg}")
+    except (RecursionError, MemoryError):
+        return Invalid("syntax_error", "the program is nested too deeply to parse (very long expression chains)")
+    except (ValueError, UnicodeError) as e:
+        return Invalid("syntax_error", f"the program cannot be parsed: {type(e).__name__}: {str(e)[:200]}")
 
 
 class Problem:
@@ -128,6 +169,10 @@ class Problem:
     entry: ClassVar[str] = "run"
     #: the ``score`` of a failed rollout, for logs (reward is always 0)
     worst_score: ClassVar[float | None] = None
+    #: host-side cost caps: a longer reply is not searched, a longer program not parsed
+    #: (parsing is superlinear on pathological code; these keep one reply under a second)
+    max_reply_chars: ClassVar[int] = 2_000_000
+    max_code_chars: ClassVar[int] = 100_000
 
     def __init__(self, params: Any = None) -> None:
         self.params = params
@@ -146,13 +191,21 @@ class Problem:
         raise NotImplementedError
 
     def parse(self, text: str) -> Program | Invalid:
+        if len(text) > self.max_reply_chars:
+            return Invalid(
+                "no_code",
+                f"the reply has {len(text)} characters, more than the {self.max_reply_chars} searched for code",
+            )
         source = last_code_block(text)
         if source is None:
             return Invalid("no_code", "the reply contains no ```python code block")
-        try:
-            tree = ast.parse(source)
-        except SyntaxError as e:
-            return Invalid("syntax_error", f"line {e.lineno}: {e.msg}")
+        if len(source) > self.max_code_chars:
+            return Invalid(
+                "syntax_error", f"the program has {len(source)} characters, more than the {self.max_code_chars} allowed"
+            )
+        tree = parse_python(source)
+        if isinstance(tree, Invalid):
+            return tree
         defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         if self.entry not in defined:
             return Invalid("syntax_error", f"the program defines no top-level function {self.entry}()")

@@ -24,14 +24,19 @@ class ReplayError(UserError):
     pass
 
 
+def _read(f: Path) -> str:
+    # bytes that are not UTF-8 arrive as lone surrogates, as a model's reply might
+    return f.read_text(encoding="utf-8", errors="surrogateescape")
+
+
 def load_replies(path: Path) -> list[str]:
     if path.is_dir():
         replies = []
         for f in sorted(path.iterdir()):
             if f.suffix == ".py":
-                replies.append(f"```python\n{f.read_text()}\n```")
+                replies.append(f"```python\n{_read(f)}\n```")
             elif f.suffix in (".txt", ".md"):
-                replies.append(f.read_text())
+                replies.append(_read(f))
         if not replies:
             raise ReplayError(f"replay folder {path} holds no .py, .txt or .md files.")
         return replies

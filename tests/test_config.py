@@ -133,3 +133,32 @@ def test_cli_error_has_no_traceback(tmp_path, discover_bin, toy_env):
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert "'run.stesp'" in p.stderr and "allowed keys here" in p.stderr
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("sandbox.timeout_s=0", "sandbox.timeout_s"),
+        ("sandbox.timeout_s=-5", "sandbox.timeout_s"),
+        ("sandbox.memory_mb=0", "sandbox.memory_mb"),
+        ("sandbox.memory_mb=-1", "sandbox.memory_mb"),
+        ("sandbox.workers=-1", "sandbox.workers"),
+        ("sandbox.workers=0", "sandbox.workers"),
+        ("sandbox.cpus=0", "sandbox.cpus"),
+        ("run.steps=true", "run.steps"),
+        ("run.steps=0", "run.steps"),
+        ("run.seed=-1", "run.seed"),
+        ("run.groups=1000000", "run.groups"),
+        ("run.rollouts=yes", "run.rollouts"),
+        ("run.save_every=0", "run.save_every"),
+    ],
+)
+def test_nonsense_numbers_are_config_errors(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(TOY_CONFIG, [override])
+
+
+def test_rollouts_per_step_have_an_upper_bound():
+    with pytest.raises(ConfigError, match="exhaust memory"):
+        load_config(TOY_CONFIG, ["run.groups=1000", "run.rollouts=1000"])
+    assert load_config(TOY_CONFIG, ["run.groups=8", "run.rollouts=64"]).config.run.groups == 8
