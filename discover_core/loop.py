@@ -201,10 +201,18 @@ class Discovery:
             for g, parent in enumerate(parents)
             for j, c in enumerate(completions.get(g, failed))
         ]
-        return self.finish_step(t, parents, rollouts, t0=t0, sample_s=sample_s)
+        failed_prompts = {g: p for g, p in enumerate(prompts) if isinstance(p, Invalid)}
+        return self.finish_step(t, parents, rollouts, t0=t0, sample_s=sample_s, failed_prompts=failed_prompts)
 
     def finish_step(
-        self, t: int, parents: list[State], rollouts: list[Rollout], *, t0: float, sample_s: float
+        self,
+        t: int,
+        parents: list[State],
+        rollouts: list[Rollout],
+        *,
+        t0: float,
+        sample_s: float,
+        failed_prompts: dict[int, Invalid] | None = None,
     ) -> dict[str, Any]:
         """Everything after sampling: evaluate, record, advantages, train, end the step, write events.
 
@@ -212,7 +220,7 @@ class Discovery:
         elsewhere (the NeMo RL environment in ``launch/nemo_rl``) calls this with its own completions.
         """
         te = time.perf_counter()
-        self._evaluate(t, parents, rollouts, prompts)
+        self._evaluate(t, parents, rollouts, failed_prompts or {})
         eval_s = time.perf_counter() - te
 
         for r in rollouts:  # rollout order, so the archive is the same on every run
@@ -266,17 +274,15 @@ class Discovery:
         self.store.append_events([self._event(t, r) for r in rollouts] + [metrics])
         return metrics
 
-    def _evaluate(self, t: int, parents: list[State], rollouts: list[Rollout], prompts: list[Any]) -> None:
-        programs = [
-            prompts[r.group] if isinstance(prompts[r.group], Invalid) else self._parse(r.completion.text)
-            for r in rollouts
-        ]
+    def _evaluate(self, t: int, parents: list[State], rollouts: list[Rollout], failed: dict[int, Invalid]) -> None:
+        """Outcome of every rollout; ``failed`` maps groups whose prompt failed to that failure."""
+        programs = [failed[r.group] if r.group in failed else self._parse(r.completion.text) for r in rollouts]
         outcomes: list[Evaluation | Invalid | None] = [None] * len(rollouts)
         todo = []
         for g, parent in enumerate(parents):
             idx = [i for i, r in enumerate(rollouts) if r.group == g]
-            if isinstance(prompts[g], Invalid):
-                grouped = [prompts[g]] * len(idx)
+            if g in failed:
+                grouped = [failed[g]] * len(idx)
             else:
                 grouped = self.hooks.call_with_deadline(
                     "evaluate_group",
