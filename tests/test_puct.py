@@ -192,6 +192,28 @@ def test_value_less_seeds_do_not_break_scores():
     assert all(math.isfinite(p.score(s)) or p.score(s) == -math.inf for s in p.states)
 
 
+def test_visit_normaliser_divides_both_visit_counts():
+    a, b, c = three_seeds()
+    p = PUCT(visit_normaliser=8.0)
+    p.seed([a, b, c])
+    b1 = b.child(id="B1", value=5.0, code="b1")
+    p.record(b, b1)
+    p.record(b, None)
+    p.record(b, None)
+    # as test_q_is_best_child...: scale 1e-6 (one non-seed), weights B1 4, B 3, C 2, A 1 (sum 10); T = 3, n(B) = 3
+    scale = 1e-6
+    assert p.score(b) == pytest.approx(5 + scale * (3 / 10) * math.sqrt(1 + 3 / 8) / (1 + 3 / 8), abs=1e-15)
+    assert p.score(c) == pytest.approx(2 + scale * (2 / 10) * math.sqrt(1 + 3 / 8), abs=1e-15)
+    q = PUCT(c=2.0, visit_normaliser=4.0)
+    seeds = [State(id="s0", value=0.0), State(id="s1", value=1.0)]
+    q.seed(seeds)
+    for _ in range(6):
+        q.record(seeds[0], None)
+    # only seeds: scale 1, weights s1 2, s0 1 (sum 3); T = 6, n(s0) = 6
+    assert q.score(seeds[0]) == pytest.approx(0 + 2 * (1 / 3) * math.sqrt(1 + 6 / 4) / (1 + 6 / 4), rel=1e-12)
+    assert q.score(seeds[1]) == pytest.approx(1 + 2 * (2 / 3) * math.sqrt(1 + 6 / 4), rel=1e-12)
+
+
 def test_bad_parameters_are_errors():
     for kwargs in ({"c": -1.0}, {"max_states": 0}, {"children_per_parent": -1}, {"visit_normaliser": 0.0}):
         with pytest.raises(ValueError):
@@ -202,8 +224,8 @@ def test_bad_parameters_are_errors():
 class NaivePUCT:
     """The formulas of the specification, written as plainly as possible (O(N²))."""
 
-    def __init__(self, c=1.0, max_states=1000, children_per_parent=2):
-        self.c, self.max_states, self.cpp = c, max_states, children_per_parent
+    def __init__(self, c=1.0, max_states=1000, children_per_parent=2, visit_normaliser=1.0):
+        self.c, self.max_states, self.cpp, self.G = c, max_states, children_per_parent, visit_normaliser
         self.states, self.seed_ids, self.n, self.m, self.T = [], set(), {}, {}, 0
 
     def seed(self, states):
@@ -226,7 +248,8 @@ class NaivePUCT:
         for i, s in enumerate(self.states):
             n = self.n.get(s.id, 0)
             q = self.m[s.id] if n > 0 and s.id in self.m else vals[i]
-            out.append(q + self.c * scale * ((N - rank[i]) / total) * math.sqrt(1 + self.T) / (1 + n))
+            bonus = self.c * scale * ((N - rank[i]) / total) * math.sqrt(1 + self.T / self.G) / (1 + n / self.G)
+            out.append(q + bonus)
         return out
 
     def select(self, k):
@@ -301,14 +324,18 @@ def fresh_seeds():
 
 
 @pytest.mark.parametrize(
-    "max_states, children_per_parent, groups, rollouts, steps",
-    [(30, 2, 4, 6, 25), (500, 0, 8, 48, 6)],  # the second grows past the size where select() sorts lazily
+    "max_states, children_per_parent, groups, rollouts, steps, G",
+    [
+        (30, 2, 4, 6, 25, 1.0),  # the cap binds from the third step on
+        (30, 2, 4, 6, 12, 8.0),  # the visit normaliser of the ablation: T/G and n/G
+        (500, 0, 8, 48, 6, 1.0),
+    ],
 )
 def test_matches_a_spec_literal_implementation_over_a_random_run(
-    max_states, children_per_parent, groups, rollouts, steps
+    max_states, children_per_parent, groups, rollouts, steps, G
 ):
-    fast = PUCT(max_states=max_states, children_per_parent=children_per_parent)
-    naive = NaivePUCT(max_states=max_states, children_per_parent=children_per_parent)
+    fast = PUCT(max_states=max_states, children_per_parent=children_per_parent, visit_normaliser=G)
+    naive = NaivePUCT(max_states=max_states, children_per_parent=children_per_parent, visit_normaliser=G)
     fast.accept = accept
     fast.seed(fresh_seeds())
     naive.seed(fresh_seeds())
@@ -318,7 +345,32 @@ def test_matches_a_spec_literal_implementation_over_a_random_run(
         assert ids(fast.states) == ids(naive.states)
         terms = fast._score_terms()
         np.testing.assert_allclose(terms["score"], naive.scores(), rtol=1e-12)
-    assert len(fast.states) >= min(max_states, 257)
+        capped = len(fast.states) == max_states
+    if max_states == 30:
+        assert capped  # the cap was reached, and the run still matched the specification
+    else:
+        assert len(fast.states) > 257  # past the size where select() sorts lazily
+
+
+def test_archive_growth_past_its_first_allocation_keeps_scores_and_selection():
+    fast, naive = PUCT(max_states=6000, children_per_parent=0), NaivePUCT(max_states=6000, children_per_parent=0)
+    fast.seed(fresh_seeds())
+    naive.seed(fresh_seeds())
+    rng = np.random.default_rng(11)
+    for t in range(2):
+        parents = fast.select(4)
+        assert ids(parents) == ids(naive.select(4))
+        for g, parent in enumerate(parents):
+            for j in range(300):
+                child = parent.child(id=f"t{t}g{g}r{j}", value=float(rng.normal()), code=f"{t}-{g}-{j}")
+                fast.record(parent, child)
+                naive.record(parent, child, lambda s: True)
+        fast.end_step()
+        naive.end_step()
+    assert len(fast.states) == 5 + 2 * 4 * 300 > 2 * 1024  # slot and archive arrays grew twice past 1024
+    assert ids(fast.states) == ids(naive.states)
+    np.testing.assert_allclose(fast._score_terms()["score"], naive.scores(), rtol=1e-12)
+    assert ids(fast.select(8)) == ids(naive.select(8))
 
 
 def test_state_dict_round_trip_mid_run_gives_the_same_selections():
