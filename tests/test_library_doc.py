@@ -24,3 +24,13 @@ def test_library_doc_examples_run(tmp_path, monkeypatch, capsys):
         exec(compile(block, f"{DOC.name}[block {i}]", "exec"), namespace)  # noqa: S102
     out = capsys.readouterr().out
     assert "best value" in out and "beta =" in out
+    # what the page's code left behind is what the page says it is
+    from discover_ttt.estimators import entropic_adaptive, solve_beta
+
+    sampler, rollouts = namespace["sampler"], namespace["ROLLOUTS"]
+    # 10 steps of up to GROUPS groups, each recording every rollout (failures included)
+    assert sampler.T % rollouts == 0 and 10 * rollouts <= sampler.T <= 10 * namespace["GROUPS"] * rollouts
+    rewards_G = namespace["rewards_G"]  # the estimators section's half-failed group
+    assert namespace["beta"] == solve_beta(rewards_G) and 0 < namespace["beta"] < 2**20
+    advantages = entropic_adaptive(rewards_G)
+    assert (advantages[rewards_G == 0] < 0).all() and advantages.argmax() == rewards_G.argmax()

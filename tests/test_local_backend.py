@@ -6,17 +6,15 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
-
-from discover_ttt.backend import Completion, TrainItem  # noqa: E402
-from discover_ttt.launch.local import (  # noqa: E402
+from discover_ttt.backend import Completion, TrainItem
+from discover_ttt.launch.local import (
     LocalBackend,
     LocalParams,
-    objective,  # noqa: E402
+    objective,
 )
-from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer  # noqa: E402
+from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer
 
 PROMPTS = [[{"role": "user", "content": "Write a number."}], [{"role": "user", "content": "Another, longer prompt."}]]
 

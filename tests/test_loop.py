@@ -1,9 +1,11 @@
 """The whole loop on the toy problem, driven by the replay backend."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from discover_ttt.config import load_config
 from discover_ttt.loop import Discovery, run_config
@@ -48,7 +50,11 @@ def test_full_run_records_every_outcome(tmp_path):
     assert nan and all(e["outcome"] == "invalid_construction" for e in nan)
     for s in steps:
         assert set(s["seconds"]) == {"sampling", "evaluation", "training", "other", "total"}
-        assert 0 <= s["valid_rate"] <= 1 and s["reward_max"] >= s["reward_mean"]
+        mine = [e for e in rollouts if e["step"] == s["step"]]
+        rewards = [e["reward"] for e in mine]
+        assert s["valid_rate"] == sum(e["outcome"] == "valid" for e in mine) / len(mine)
+        assert s["reward_mean"] == pytest.approx(sum(rewards) / len(rewards), abs=1e-15)
+        assert s["reward_max"] == max(rewards)
         assert all("beta" in g for g in s["group_stats"])
     # the best improves on the seeds and is verified from scratch in best/
     best = json.loads((summary.run_dir / "best" / "score.json").read_text())
@@ -57,7 +63,16 @@ def test_full_run_records_every_outcome(tmp_path):
     construction = json.loads((summary.run_dir / "best" / "construction.json").read_text())
     assert len(construction) == 3 and (summary.run_dir / "best" / "code.py").read_text().startswith("import")
     # the resolved config is saved with every default filled in
-    assert "c" in (summary.run_dir / "config.yaml").read_text()
+    saved = yaml.safe_load((summary.run_dir / "config.yaml").read_text())
+    assert saved["sampler"] == {
+        "name": "puct",
+        "c": 1.0,
+        "max_states": 1000,
+        "children_per_parent": 2,
+        "visit_normaliser": 1.0,
+    }
+    assert saved["estimator"] == {"name": "entropic_adaptive", "kl_target": pytest.approx(math.log(2))}
+    assert saved["run"]["groups"] == 2 and saved["run"]["save_every"] == 1
     assert RunStore(summary.run_dir).latest_checkpoint().name == "step_000002"
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -204,7 +206,12 @@ def test_closed_sandbox_refuses_work():
 
 @pytest.mark.skipif(not isolation_available(), reason="bubblewrap not usable here")
 def test_bwrap_view_is_read_only_and_hides_the_project():
-    source = """
+    # the project's own checkout, wherever this test runs from, and a file in the user's home
+    project_file = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    home_secret = Path.home() / f".discover-probe-{os.getpid()}"
+    home_secret.write_text("secret")
+    assert project_file.exists()  # so that "not visible inside" below means hidden, not absent
+    source = f"""
 import os
 def run():
     try:
@@ -212,10 +219,13 @@ def run():
         wrote = True
     except OSError:
         wrote = False
-    return [wrote, os.path.exists("/work/main/pyproject.toml"), os.path.exists("/root/.ssh"), os.getpid()]
+    return [wrote, os.path.exists({str(project_file)!r}), os.path.exists({str(home_secret)!r}), os.getpid()]
 """
-    with Sandbox(timeout_s=10, workers=1, isolation="bwrap", preload=()) as boxed:
-        r = boxed.run(source)
+    try:
+        with Sandbox(timeout_s=10, workers=1, isolation="bwrap", preload=()) as boxed:
+            r = boxed.run(source)
+    finally:
+        home_secret.unlink()
     assert r.ok, r.error
     wrote, sees_project, sees_ssh, pid = r.value
     assert not wrote and not sees_project and not sees_ssh

@@ -10,11 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("peft")
-
-from discover_ttt.backend import TrainItem  # noqa: E402
-from discover_ttt.launch.vllm import VllmBackend, VllmNotInstalled, VllmParams  # noqa: E402
+from discover_ttt.backend import TrainItem
+from discover_ttt.launch.vllm import VllmBackend, VllmNotInstalled, VllmParams
 
 PROMPTS = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a second prompt"}]]
 LETTERS = list(range(10, 60))  # printable characters in the tiny tokenizer
