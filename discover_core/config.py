@@ -64,6 +64,10 @@ class SandboxConfig(_Strict):
     isolation: Literal["auto", "bwrap", "none"] = "auto"
     # modules each fork server imports once (null: numpy and scipy); add e.g. cvxpy if programs use it
     preload: list[str] | None = None
+    # where programs run: this machine's pool, or sandbox pools on Ray actors (docs/scaling.md)
+    executor: Literal["local", "ray"] = "local"
+    # Ray only: null starts a local Ray instance, "auto" joins a running cluster, or "ray://host:port"
+    address: str | None = None
 
 
 class RunConfig(_Strict):

@@ -118,12 +118,12 @@ class Discovery:
 
     def _start_workers(self) -> None:
         """Backend and sandbox are the expensive parts; built only when a run really starts."""
-        from .sandbox import Sandbox
+        from .sandbox.executors import make_sandbox
 
         if self.backend is None:
             self.backend = self._build("backend")
         if self.sandbox is None:
-            self.sandbox = Sandbox(**self.cfg.sandbox.model_dump(exclude_none=True))
+            self.sandbox = make_sandbox(self.cfg.sandbox.model_dump(), self.problem.program_resources)
 
     def _fresh_states(self, k: int) -> list[State]:
         states = self.hooks.call_before_start("initial_states", self.rng, k, check=check_states(k))

@@ -1,0 +1,200 @@
+"""The Ray executor: programs run in our sandbox on Ray actors, with the local pool's run/map API.
+
+One small local Ray instance (2 CPUs, no dashboard, a small object store) serves the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from discover_ttt.config import load_config
+from discover_ttt.loop import Discovery, run_config
+from discover_ttt.problem import Problem
+from discover_ttt.progress import Reporter
+from discover_ttt.sandbox.executors import RayExecutorError, make_sandbox, ray_request
+
+TOY = Path(__file__).parent / "toy"
+SECRET_VAR = "DISCOVER_TEST_RAY_SECRET"
+SECRET = "sk-ray-" + uuid.uuid4().hex
+
+
+def test_problem_requests_no_extra_resources_by_default():
+    assert Problem.program_resources == {}
+
+
+def test_ray_request_adds_the_problem_resources():
+    assert ray_request(2) == {"CPU": 2.0}
+    assert ray_request(1, {"num_gpus": 1}) == {"CPU": 1.0, "GPU": 1.0}
+    assert ray_request(2, {"num_cpus": 1, "memory": 2**30, "trimul_box": 0.5}) == {
+        "CPU": 3.0,
+        "memory": float(2**30),
+        "trimul_box": 0.5,
+    }
+    with pytest.raises(RayExecutorError, match="num_gpus"):
+        ray_request(1, {"num_gpus": "one"})
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
+    monkeypatch.delitem(sys.modules, "discover_ttt.sandbox.ray_executor", raising=False)
+    with pytest.raises(RayExecutorError, match=r"pip install 'discover-ttt\[ray\]'"):
+        make_sandbox({"executor": "ray"})
+
+
+def test_local_executor_is_the_default_pool():
+    from discover_ttt.sandbox import Sandbox
+
+    with make_sandbox({"timeout_s": 5, "workers": 1, "isolation": "none", "address": None}) as sb:
+        assert type(sb) is Sandbox and sb.run("def run():\n    return 7\n").value == 7
+
+
+# -- a real local Ray ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    os.environ[SECRET_VAR] = SECRET  # the raylet and its workers inherit it: programs must not
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    del os.environ[SECRET_VAR]
+
+
+@pytest.fixture(scope="class")
+def rsb(ray_local):
+    """One sandbox actor with both CPUs, closed after its class so that later tests can place theirs."""
+    sb = make_sandbox({"executor": "ray", "timeout_s": 5, "workers": 2, "preload": ["numpy"]})
+    yield sb
+    sb.close()
+
+
+class TestOneActor:
+    def test_run_and_map_keep_the_sandbox_api(self, rsb):
+        assert rsb.workers == 2
+        r = rsb.run("import numpy as np\ndef run(n):\n    return np.arange(n).tolist()\n", args=(3,))
+        assert r.ok and r.value == [0, 1, 2]
+        r = rsb.run("def run():\n    return parent * 2\n", inject={"parent": 21})
+        assert r.value == 42
+        jobs = [{"source": "def run(x):\n    return x + 1\n", "args": [i]} for i in range(6)]
+        assert [r.value for r in rsb.map(jobs)] == [1, 2, 3, 4, 5, 6]
+        r = rsb.run("def run():\n    raise KeyError('nope')\n")
+        assert r.kind == "exception" and "KeyError" in r.error
+        r = rsb.run("import time\ndef run():\n    time.sleep(30)\n", timeout_s=0.5)
+        assert r.kind == "timeout"
+
+    def test_bad_arguments_raise_as_in_the_local_pool(self, rsb):
+        with pytest.raises(ValueError, match="identifier"):
+            rsb.run("def run():\n    return 1\n", entry="not valid")
+        with pytest.raises(TypeError, match="source"):
+            rsb.run(b"def run(): pass")
+        assert rsb.run("def run():\n    return 1\n").value == 1  # the slot came back
+
+    def test_programs_see_no_host_or_ray_environment(self, rsb):
+        body = """
+    import os
+    def run():
+        hits = []
+        for pid in os.listdir("/proc"):
+            try:
+                if SECRET.encode() in open(f"/proc/{pid}/environ", "rb").read():
+                    hits.append(pid)
+            except OSError:
+                pass
+        return {"env": sorted(os.environ), "hits": hits}
+    """
+        r = rsb.run(textwrap.dedent(body), inject={"SECRET": SECRET})
+        assert r.ok, r.error
+        assert SECRET_VAR not in r.value["env"]
+        assert not [name for name in r.value["env"] if name.startswith("RAY") or "CUDA" in name]
+        assert r.value["hits"] == []
+
+
+def test_a_node_without_room_is_a_clear_error(ray_local):
+    with pytest.raises(RayExecutorError, match="no node of the Ray cluster has room"):
+        make_sandbox({"executor": "ray", "workers": 1}, {"num_gpus": 1})
+
+
+def _busy(sb, count: int):
+    """Wait until ``count`` programs are running; return the actors running them."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with sb._cond:
+            busy = [m for m in sb._members if m.alive and m.free < m.slots]
+            if sum(m.slots - m.free for m in busy) >= count:
+                return busy
+        time.sleep(0.02)
+    raise AssertionError("the programs did not start")
+
+
+def _kill_running(ray, sb, count: int = 1) -> None:
+    for m in _busy(sb, count)[:count]:
+        ray.kill(m.handle, no_restart=True)
+
+
+def test_lost_actor_is_retried_once_elsewhere_then_crash(ray_local):
+    from discover_ttt.sandbox.ray_executor import RaySandbox
+
+    sleeper = "import time\ndef run():\n    time.sleep(1.5)\n    return 'done'\n"
+    with RaySandbox(timeout_s=10, workers=2, actor_slots=1, preload=()) as sb:
+        assert len(sb._members) == 2
+        results = []
+        worker = threading.Thread(target=lambda: results.append(sb.run(sleeper)))
+        worker.start()
+        _kill_running(ray_local, sb)
+        worker.join(30)
+        assert results and results[0].ok and results[0].value == "done"  # the retry ran on the other actor
+
+        results.clear()
+        worker = threading.Thread(target=lambda: results.append(sb.run(sleeper)))
+        started = time.monotonic()
+        worker.start()
+        _kill_running(ray_local, sb)  # the one actor left; the first is not replaced yet
+        worker.join(30)
+        assert results[0].kind == "crash" and results[0].error.startswith("worker lost")
+        assert time.monotonic() - started < 10 + 20
+
+
+def _fields(run_dir):
+    """Every event field but timings; tracebacks without the sandbox's per-run folder names."""
+    drop = {"seconds", "time", "wall_s", "train"}
+    events = []
+    for line in (Path(run_dir) / "events.jsonl").read_text().splitlines():
+        event = {k: v for k, v in json.loads(line).items() if k not in drop}
+        if isinstance(event.get("reason"), str):
+            event["reason"] = re.sub(r'File "[^"]*program\.py"', 'File "program.py"', event["reason"])
+        events.append(event)
+    return events
+
+
+def test_same_events_and_resume_as_the_local_pool(ray_local, tmp_path):
+    def run(out, *sets):
+        return run_config(
+            TOY / "config.yaml", [f"run.output={out}", "sandbox.isolation=none", *sets], reporter=Reporter()
+        )
+
+    local = run(tmp_path / "local", "run.steps=3")
+    on_ray = run(tmp_path / "ray", "run.steps=3", "sandbox.executor=ray")
+    assert _fields(on_ray.run_dir) == _fields(local.run_dir)
+    assert on_ray.best_score == local.best_score
+    best = lambda d: (Path(d) / "best" / "construction.json").read_text()  # noqa: E731
+    assert best(on_ray.run_dir) == best(local.run_dir)
+
+    # two steps on Ray, then resume to three on Ray: the same events as the uninterrupted local run
+    part = run(tmp_path / "part", "run.steps=2", "sandbox.executor=ray")
+    loaded = load_config(
+        TOY / "config.yaml",
+        [f"run.output={part.run_dir}", "sandbox.isolation=none", "run.steps=3", "sandbox.executor=ray"],
+    )
+    disc = Discovery(loaded, reporter=Reporter())
+    assert disc.resume() and disc.step == 2
+    disc.run()
+    assert _fields(part.run_dir) == _fields(local.run_dir)
