@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .config import ConfigError, parse_override
+from .config import ConfigError
 from .errors import UserError
 from .plugins import KINDS, PluginError, get_plugins
 
@@ -70,28 +70,10 @@ def resume(run_dir: str, overrides: tuple[str, ...]) -> None:
     resume_run(run_dir, list(overrides))
 
 
-def _problem(name: str, params: tuple[str, ...]):
-    from .components import build
+def _problem(name: str, params: tuple[str, ...], file: str):
+    from .problem_args import build_problem
 
-    plugins = get_plugins()
-    try:
-        entry = plugins.get("problems", name)
-    except KeyError:
-        raise ConfigError(
-            f"unknown problem {name!r}; installed problems: {', '.join(plugins.registries['problems'].names())}."
-        ) from None
-    section = {}
-    for p in params:
-        path, value = parse_override(p)
-        section[".".join(path)] = value
-    import pydantic
-
-    try:
-        return build(entry.obj, section)
-    except pydantic.ValidationError as e:
-        raise ConfigError(
-            f"bad --param for problem {name!r}: {e.errors()[0]['msg']} ({e.errors()[0]['loc']})."
-        ) from None
+    return build_problem(name, params, file)
 
 
 def _read_construction(problem, file: str) -> Any:
@@ -119,8 +101,10 @@ def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> N
 
     FILE is a record (a JSON object with a "construction" key), a run's
     best/construction.json, or a bare JSON list of numbers. Exits 1 if invalid.
+    A file inside a run directory is checked with that run's problem parameters
+    (its config.yaml); -p overrides them.
     """
-    prob = _problem(problem, params)
+    prob = _problem(problem, params, file)
     try:
         construction = _read_construction(prob, file)
     except (ValueError, TypeError, KeyError) as e:
@@ -147,7 +131,7 @@ def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> N
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG to write (default: FILE with .png).")
 def plot(problem: str, file: str, params: tuple[str, ...], output: str | None) -> None:
     """Draw the construction in FILE as a PNG."""
-    prob = _problem(problem, params)
+    prob = _problem(problem, params, file)
     construction = _read_construction(prob, file)
     out = output or str(Path(file).with_suffix(".png"))
     prob.plot(construction, out)
@@ -164,14 +148,22 @@ def plugins(as_json: bool) -> None:
         for kind in KINDS
         for e in sorted(pl.registries[kind].entries.values(), key=lambda e: e.name)
     ]
+    broken = [
+        {"kind": "broken", "name": b.name, "plugin": b.name, "distribution": b.dist, "error": b.error}
+        for b in pl.broken.values()
+    ]
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        click.echo(json.dumps(rows + broken, indent=1))
         return
     for kind in KINDS:
         click.echo(f"{kind}:")
         for r in rows:
             if r["kind"] == kind[:-1]:
                 click.echo(f"  {r['name']:<20} {r['distribution']} ({r['plugin']})")
+    if broken:
+        click.echo("broken (not loaded):")
+        for r in broken:
+            click.echo(f"  {r['name']:<20} {r['distribution']}: {r['error']}")
 
 
 def main() -> None:

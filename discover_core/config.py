@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .components import params_model
 from .errors import UserError
-from .plugins import Plugins, get_plugins
+from .plugins import PluginError, Plugins, get_plugins
 
 COMPONENT_KINDS = {"problem": "problems", "backend": "backends", "sampler": "samplers", "estimator": "estimators"}
 
@@ -163,6 +163,11 @@ def _allowed(model: type[BaseModel]) -> list[str]:
 
 
 def _format_errors(source: str, prefix: list[str], exc: pydantic.ValidationError, model: type[BaseModel]) -> str:
+    return f"Invalid config {source}: " + describe_errors(prefix, exc, model)
+
+
+def describe_errors(prefix: list[str], exc: pydantic.ValidationError, model: type[BaseModel]) -> str:
+    """One sentence per error: the dotted key, what is wrong, the allowed keys and the closest one."""
     lines = []
     for err in exc.errors():
         loc = [*prefix, *(str(p) for p in err["loc"])]
@@ -180,7 +185,7 @@ def _format_errors(source: str, prefix: list[str], exc: pydantic.ValidationError
             expected = f" (expected {ctx['expected']})" if "expected" in ctx else ""
             got = "" if isinstance(err.get("input"), dict) else f"; got {err.get('input')!r}"
             lines.append(f"'{key}': {err['msg'].removeprefix('Value error, ')}{expected}{got}.")
-    return f"Invalid config {source}: " + " ".join(lines)
+    return " ".join(lines)
 
 
 def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
@@ -247,8 +252,10 @@ def load_config(
     params: dict[str, BaseModel] = {}
     for section, kind in COMPONENT_KINDS.items():
         comp: Component = getattr(config, section)
-        try:
-            entry = plugins.get(kind, comp.name)
+        try:  # an import path 'module:Name' may name a module beside the config file
+            entry = plugins.get(kind, comp.name, search=[base_dir])
+        except PluginError as e:
+            raise ConfigError(f"Invalid config {source}: '{section}.name': {e}") from None
         except KeyError:
             names = plugins.registries[kind].names()
             close = difflib.get_close_matches(comp.name, names, n=1)
@@ -256,7 +263,7 @@ def load_config(
             raise ConfigError(
                 f"Invalid config {source}: '{section}.name' is {comp.name!r}, which is not a registered "
                 f"{kind[:-1]}; allowed values: {', '.join(names) or '(none installed)'}, or an import path "
-                f"'package.module:Name'.{hint}"
+                f"'package.module:Name'.{hint}{plugins.broken_hint()}"
             ) from None
         model = params_model(entry.obj)
         values = dict(comp.model_extra or {})

@@ -481,7 +481,9 @@ def run_config(
 ) -> RunSummary:
     """Validate a config and run it; with ``resume`` continue its run directory if it has a checkpoint."""
     loaded = load_config(path, overrides)
-    if not resume:
+    if resume:
+        _refuse_finished(loaded, f"discover run {path} --resume")
+    else:
         # never write over an earlier run: take the next free name (runs/x-1, runs/x-2, ...)
         loaded.config.run.output = RunStore.free_dir(loaded.config.run.output)
     disc = Discovery(loaded, reporter=reporter)
@@ -496,7 +498,23 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, reporter
     raw = store.read_config()
     raw.setdefault("run", {})["output"] = str(Path(run_dir).resolve())
     loaded = load_config(Path(run_dir), overrides, raw=raw)
+    _refuse_finished(loaded, f"discover resume {run_dir}")
     disc = Discovery(loaded, reporter=reporter)
     if not disc.resume():
         raise RunDirError(f"{run_dir} has no complete checkpoint to resume from; start it again with discover run.")
     return disc.run()
+
+
+def _refuse_finished(loaded: LoadedConfig, command: str) -> None:
+    """A run whose last checkpoint is its last step has nothing left to do: say so, and how to extend it."""
+    ckpt = RunStore(loaded.config.run.output).latest_checkpoint()
+    try:
+        done = json.loads((ckpt / "loop.json").read_text())["step"] + 1 if ckpt else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # resume reports a corrupted checkpoint itself
+    steps = loaded.config.run.steps
+    if done >= steps:
+        raise RunDirError(
+            f"The run in {loaded.config.run.output} is finished: it completed {done} step(s) and run.steps is "
+            f"{steps}. To extend it, give it more steps: {command} --set run.steps={done + max(1, steps)}."
+        )

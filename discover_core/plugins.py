@@ -2,16 +2,27 @@
 
 Every plugin, built-in or not, is a module listed under the ``discover``
 entry-point group. Built-ins ship in this distribution; outside plugins in their
-own. ``DISCOVER_PLUGINS`` (a comma-separated list of distribution names) limits
-which outside plugins load; set it to an empty string to load none.
+own. ``DISCOVER_PLUGINS`` (a comma-separated list of distribution names or
+entry-point names) limits which outside plugins load; set it to an empty string
+to load none.
+
+An outside plugin that fails to load (its module raises on import, it defines an
+unknown hook, it reuses a name) is reported once on stderr and skipped, so one
+broken package cannot stop commands that do not use it; a command that asks for
+one of its components gets the real exception (``Plugins.get``), and
+``discover plugins`` lists it as broken.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -23,6 +34,8 @@ ENTRY_POINT_GROUP = "discover"
 BUILTIN_DIST = "discover-ttt"
 ENV_FILTER = "DISCOVER_PLUGINS"
 KINDS = ("problems", "samplers", "estimators", "backends")
+
+log = logging.getLogger("discover.plugins")
 
 
 class PluginError(UserError):
@@ -39,6 +52,24 @@ class Entry:
     plugin: str
     dist: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Broken:
+    """An outside plugin that failed to load, and why (``error`` is the real exception, one line)."""
+
+    name: str
+    dist: str
+    error: str
+    value: str = ""  # the entry point's target, "package.module"
+
+    def describe(self, outcome: str = " and is skipped") -> str:
+        return f"plugin {self.name!r} (from {self.dist}) failed to load{outcome}: {self.error}"
+
+
+def _normalize(dist: str) -> str:
+    """PEP 503 form of a distribution name, so ``discover_spread`` matches ``discover-spread``."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
 
 
 class Registry:
@@ -79,6 +110,7 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.dists: dict[str, str] = {}  # plugin name -> distribution name
         self.registries = {kind: Registry(kind) for kind in KINDS}
+        self.broken: dict[str, Broken] = {}  # entry-point name -> why it did not load
 
     def add_module(self, module: Any, name: str | None = None, dist: str = "(registered at run time)") -> None:
         name = name or getattr(module, "__name__", repr(module))
@@ -107,37 +139,104 @@ class Plugins:
 
     def load_entry_points(self) -> None:
         allowed = os.environ.get(ENV_FILTER)
-        allowed_set = None if allowed is None else {a.strip() for a in allowed.split(",") if a.strip()}
-        eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.dist.name != BUILTIN_DIST, ep.name))
+        allowed_set = None if allowed is None else {_normalize(a.strip()) for a in allowed.split(",") if a.strip()}
+        eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (_dist(ep) != BUILTIN_DIST, ep.name))
+        if allowed_set:
+            known = {_normalize(_dist(ep)) for ep in eps} | {_normalize(ep.name) for ep in eps}
+            for unknown in sorted(allowed_set - known):
+                outside = sorted({f"{_dist(ep)} ({ep.name})" for ep in eps if _dist(ep) != BUILTIN_DIST})
+                log.warning(
+                    "%s names %r, which is neither an installed plugin distribution nor an entry-point name; "
+                    "installed outside plugins: %s.",
+                    ENV_FILTER,
+                    unknown,
+                    ", ".join(outside) or "(none)",
+                )
         for ep in eps:
-            dist = ep.dist.name if ep.dist else "?"
-            if dist != BUILTIN_DIST and allowed_set is not None and dist not in allowed_set:
-                continue
-            if self.pm.has_plugin(ep.name):
+            dist = _dist(ep)
+            if dist != BUILTIN_DIST and allowed_set is not None:
+                if _normalize(dist) not in allowed_set and _normalize(ep.name) not in allowed_set:
+                    continue
+            if self.pm.has_plugin(ep.name) or ep.name in self.broken:
                 continue
             try:
                 module = ep.load()
+                self.add_module(module, name=ep.name, dist=dist)
             except Exception as e:
-                raise PluginError(f"plugin {ep.name!r} (from {dist}) failed to import: {type(e).__name__}: {e}") from e
-            self.add_module(module, name=ep.name, dist=dist)
+                if dist == BUILTIN_DIST:  # this package itself is broken: nothing sensible can run
+                    raise PluginError(
+                        f"plugin {ep.name!r} (from {dist}) failed to import: {type(e).__name__}: {e}"
+                    ) from e
+                self._forget(ep.name)
+                error = str(e) if isinstance(e, PluginError) else f"{type(e).__name__}: {e}"
+                self.broken[ep.name] = Broken(ep.name, dist, error, ep.value)
+                log.warning("%s", self.broken[ep.name].describe())
+
+    def _forget(self, plugin_name: str) -> None:
+        """Undo whatever a plugin registered before it failed."""
+        if self.pm.has_plugin(plugin_name):
+            self.pm.unregister(name=plugin_name)
+        for registry in self.registries.values():
+            for name in [n for n, e in registry.entries.items() if e.plugin == plugin_name]:
+                del registry.entries[name]
+        self.dists.pop(plugin_name, None)
 
     # -- look-ups ------------------------------------------------------------------
-    def get(self, kind: str, name: str) -> Entry:
-        """A component by registry name or by import path ``package.module:Name``."""
+    def get(self, kind: str, name: str, search: list[Path] | None = None) -> Entry:
+        """A component by registry name or by import path ``package.module:Name``.
+
+        Import paths are looked up on ``sys.path`` and then in the ``search``
+        folders (a config file's folder), which are appended to ``sys.path``.
+        A name that a broken plugin would have supplied raises ``PluginError``
+        with that plugin's real exception; an unknown name raises ``KeyError``.
+        """
         registry = self.registries[kind]
         if name in registry.entries:
             return registry.entries[name]
         if ":" in name:
-            module_name, _, attr = name.partition(":")
-            try:
-                obj = getattr(importlib.import_module(module_name), attr)
-            except (ImportError, AttributeError) as e:
-                raise KeyError(f"cannot import {name!r}: {e}") from None
-            return Entry(name, obj, kind, module_name, "(import path)")
+            return self._import(kind, name, search or [])
+        if name in self.broken:
+            raise PluginError(
+                f"{self.broken[name].describe('')}; it was needed for the {kind[:-1]} {name!r}. "
+                "Fix or uninstall that package."
+            )
         raise KeyError(name)
+
+    def _import(self, kind: str, name: str, search: list[Path]) -> Entry:
+        module_name, _, attr = name.partition(":")
+        for folder in search:
+            if str(folder) not in sys.path:
+                sys.path.append(str(folder))
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:
+            where = "" if not search else f" and in {', '.join(str(f) for f in search)}"
+            raise PluginError(
+                f"cannot import the {kind[:-1]} {name!r}: importing {module_name!r} raised "
+                f"{type(e).__name__}: {e}. Modules of 'module:Name' paths are looked up on the Python path{where}."
+            ) from e
+        try:
+            obj = getattr(module, attr)
+        except AttributeError:
+            public = sorted(n for n in vars(module) if not n.startswith("_"))
+            raise PluginError(
+                f"cannot import the {kind[:-1]} {name!r}: module {module_name!r} ({getattr(module, '__file__', '?')}) "
+                f"has no attribute {attr!r}; it defines: {', '.join(public) or '(nothing public)'}."
+            ) from None
+        return Entry(name, obj, kind, module_name, "(import path)")
+
+    def broken_hint(self) -> str:
+        """A sentence naming every broken plugin, for "unknown name" errors."""
+        if not self.broken:
+            return ""
+        return " Not loaded: " + "; ".join(b.describe() for b in self.broken.values()) + "."
 
     def hook(self):
         return self.pm.hook
+
+
+def _dist(ep: Any) -> str:
+    return ep.dist.name if ep.dist else "?"
 
 
 _plugins: Plugins | None = None

@@ -153,6 +153,19 @@ def parse_python(source: str) -> ast.Module | Invalid:
         return Invalid("syntax_error", f"the program cannot be parsed: {type(e).__name__}: {str(e)[:200]}")
 
 
+TRUNCATED = (
+    "the reply was truncated: it opens a ```python code block that never closes, as when generation stops at "
+    "the token limit (backend.max_new_tokens); raise the limit or ask for shorter programs"
+)
+_OPENING = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n", re.IGNORECASE)
+
+
+def opens_unclosed_block(text: str) -> bool:
+    """Whether ``text`` ends inside a code block: an odd number of fences, the last one an opening one."""
+    fences = [m.start() for m in re.finditer(r"```", text)]
+    return len(fences) % 2 == 1 and _OPENING.match(text, fences[-1]) is not None
+
+
 class Problem:
     """Base class for problem plugins.
 
@@ -202,6 +215,8 @@ class Problem:
             )
         source = last_code_block(text)
         if source is None:
+            if opens_unclosed_block(text):
+                return Invalid("no_code", TRUNCATED)
             return Invalid("no_code", "the reply contains no ```python code block")
         if len(source) > self.max_code_chars:
             return Invalid(
