@@ -205,3 +205,76 @@ def test_registered_with_stats_and_buildable_from_config():
     with pytest.raises(Exception, match="betaa"):
         build(reg.get("entropic").obj, {"betaa": 1.0})
     assert discover_ttt.estimators.__all__
+
+
+# -- the exact procedure of the spec, and the edges of the public API ------------------------------
+def spec_solve_beta(rewards, kl_target=math.log(2)):
+    """Reference-algorithm §4.2 as plainly as possible: hi = 1, doubled while hi < 1e6 and
+    KL(hi) < target (then hi = 2^20 is returned if the target is still out of reach), else
+    60 bisections on [0, hi] returning the upper end. KL summed directly."""
+    r = np.asarray(rewards, dtype=np.float64)
+
+    def kl(beta):
+        return direct_kl(r - r.max(), beta)
+
+    if r.size < 2:
+        return 0.0
+    hi = 1.0
+    while hi < 1e6 and kl(hi) < kl_target:
+        hi *= 2.0
+    if kl(hi) < kl_target:
+        return hi
+    lo = 0.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if kl(mid) < kl_target else (lo, mid)
+    return hi
+
+
+def test_solve_beta_is_the_specs_procedure_to_the_last_bisection():
+    rng = np.random.default_rng(5)
+    cases = groups(seed=3) + [
+        rng.random(16) * 10,  # KL(1) is already above ln 2: no doubling, bisection on [0, 1]
+        np.r_[np.zeros(6), rng.random(10) * 40],
+        np.array([0.0, 0.0, 0.0, 0.05, 0.1, 0.2, 0.21, 0.3]),
+        np.r_[np.ones(40), np.linspace(0.0, 0.5, 24)],  # out of reach: 2^20
+    ]
+    for rewards in cases:
+        for kl_target in (math.log(2), 0.3):
+            got, want = solve_beta(rewards, kl_target), spec_solve_beta(rewards, kl_target)
+            # the two KL sums differ in their last bits, which moves the root by a few ulps at most; a
+            # different bracket (e.g. bisecting [0, 2^20] instead of [0, 2^k]) would end ~1e-12 away
+            assert got == pytest.approx(want, rel=1e-14, abs=0), (rewards, kl_target, got, want)
+    assert kl_to_uniform([1.0], 3.0) == 0.0 and kl_to_uniform([], 3.0) == 0.0
+
+
+def test_the_first_small_group_of_a_process_warns_at_the_callers_line():
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "from discover_ttt.estimators import entropic_adaptive\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    entropic_adaptive([])\n"
+        "    entropic_adaptive([0.0, 1.0, 2.0, 3.0])\n"
+        "    entropic_adaptive([0.0, 1.0, 2.0])  # line 8\n"
+        "    entropic_adaptive([0.0, 1.0])\n"
+        "print([(str(w.message)[:40], w.lineno) for w in caught])\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # only the group of 3 warns: not the empty one, not 4, and only once per process
+    assert out.stdout.strip() == "[('entropic_adaptive got a group of 3 rewar', 8)]"
+
+
+def test_estimator_options_are_keyword_only_with_the_documented_defaults():
+    r = np.array([0.0, 0.5, 1.0, 3.0])
+    for fn in (entropic_adaptive, entropic):
+        with pytest.raises(TypeError):
+            fn(r, 0.3)
+    np.testing.assert_array_equal(entropic(r), entropic(r, beta=2.0))
+    np.testing.assert_array_equal(entropic_adaptive(r), entropic_adaptive(r, kl_target=math.log(2)))
+    with pytest.raises(ValueError, match=r"got \[nan, inf, -inf\] among them"):
+        entropic_adaptive([np.nan, np.inf, -np.inf, np.nan, 1.0])
