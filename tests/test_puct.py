@@ -214,6 +214,13 @@ def test_visit_normaliser_divides_both_visit_counts():
     assert q.score(seeds[1]) == pytest.approx(1 + 2 * (2 / 3) * math.sqrt(1 + 6 / 4), rel=1e-12)
 
 
+def test_a_single_state_archive_is_selected():
+    p = PUCT()
+    only = State(id="only", value=1.0)
+    p.seed([only])
+    assert ids(p.select(1)) == ["only"] and ids(p.select(3)) == ["only"]
+
+
 def test_bad_parameters_are_errors():
     for kwargs in ({"c": -1.0}, {"max_states": 0}, {"children_per_parent": -1}, {"visit_normaliser": 0.0}):
         with pytest.raises(ValueError):
@@ -417,10 +424,11 @@ def test_fast_ordering_helpers_match_a_stable_sort():
     from discover_ttt.samplers.puct import _all_but_top, _descending
 
     rng = np.random.default_rng(1)
-    for _ in range(300):
-        values = rng.integers(0, 5, rng.integers(1, 40)).astype(float)
+    for trial in range(300):
+        size = rng.integers(1, 40) if trial % 3 else rng.integers(100, 3000)  # large: numpy partitions, not sorts
+        values = rng.integers(0, 5 if trial % 2 else 10_000, size).astype(float)
         values[rng.random(values.size) < 0.2] = -np.inf
         stable = np.argsort(-values, kind="stable")
         np.testing.assert_array_equal(_descending(values), stable)
-        count = int(rng.integers(0, 45))
+        count = int(rng.integers(0, size + 5))
         np.testing.assert_array_equal(np.sort(_all_but_top(values, count)), np.sort(stable[count:]))
