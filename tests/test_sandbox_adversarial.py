@@ -1,5 +1,6 @@
-"""Hostile programs: each must end as a clean failure of the right kind within its limit + 2 s,
-leave no process behind, and leave the host and the sandbox working.
+"""Hostile programs: each must end as a clean failure of the right kind, leave no process behind
+(a /proc scan), and leave the host and the sandbox working, all within its limit plus a slack that
+a loaded 2-core machine can keep (the host's own deadline is the limit + 5 s).
 
 Every program first renames itself (PR_SET_NAME) to a unique marker that its children inherit,
 so a scan of /proc finds anything it left running. Each test runs with bubblewrap (skipped when
@@ -48,6 +49,11 @@ def _marked(marker: str) -> list[int]:
     return found
 
 
+#: wall-clock slack over a program's limit: the kind and the process scan are the real checks; this
+#: only catches a sandbox that waits for the host's deadline (limit + 5 s) or never ends
+SLACK_S = 4.5
+
+
 def hostile(sb: Sandbox, body: str, *, timeout_s: float = LIMIT_S, **kwargs):
     """Run ``body`` (a program defining run()) and check the invariants every hostile run must keep."""
     marker = "sbx" + uuid.uuid4().hex[:8]
@@ -55,9 +61,9 @@ def hostile(sb: Sandbox, body: str, *, timeout_s: float = LIMIT_S, **kwargs):
     start = time.monotonic()
     result = sb.run(prologue + textwrap.dedent(body), timeout_s=timeout_s, **kwargs)
     elapsed = time.monotonic() - start
-    assert elapsed < timeout_s + 2.0, f"took {elapsed:.2f} s for a {timeout_s} s limit"
+    assert elapsed < timeout_s + SLACK_S, f"took {elapsed:.2f} s for a {timeout_s} s limit"
     assert _marked(marker) == [], "the program left processes behind"
-    assert result.seconds <= timeout_s + 2.0
+    assert result.seconds <= timeout_s + SLACK_S
     if not result.ok:
         assert result.error, "a failure must say why"
     after = sb.run("def run():\n    return 41 + 1\n", timeout_s=10)
