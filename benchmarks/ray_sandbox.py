@@ -54,7 +54,13 @@ def main() -> None:
         for name, jobs in workloads.items():
             wall[name, "local"] = timed_map(local, jobs)
     t0 = time.perf_counter()
-    ray.init(num_cpus=args.workers, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=args.workers,
+        include_dashboard=False,
+        object_store_memory=80 * 2**20,
+        log_to_driver=False,
+    )
     with RaySandbox(**settings) as on_ray:
         start_s = time.perf_counter() - t0
         for name, jobs in workloads.items():

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import test_sandbox_adversarial as adversarial
 
 from discover_ttt.config import load_config
 from discover_ttt.loop import Discovery, run_config
@@ -63,7 +64,7 @@ def test_local_executor_is_the_default_pool():
 def ray_local():
     ray = pytest.importorskip("ray")
     os.environ[SECRET_VAR] = SECRET  # the raylet and its workers inherit it: programs must not
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
     yield ray
     ray.shutdown()
     del os.environ[SECRET_VAR]
@@ -116,6 +117,23 @@ class TestOneActor:
         assert SECRET_VAR not in r.value["env"]
         assert not [name for name in r.value["env"] if name.startswith("RAY") or "CUDA" in name]
         assert r.value["hits"] == []
+
+    # the sandbox's hostile cases, through the Ray executor (same invariants: limit + 2 s, nothing left behind)
+    def test_fork_bomb(self, rsb):
+        adversarial.test_fork_bomb(rsb)
+
+    def test_memory_bomb(self, rsb):
+        adversarial.test_memory_bomb(rsb)
+
+    def test_compiled_loop_ignoring_signals(self, rsb):
+        adversarial.test_compiled_loop_ignoring_signals(rsb)
+
+    def test_network_socket(self, rsb):
+        adversarial.test_network_socket(rsb)
+
+    def test_secret_in_the_ray_workers_environment_is_not_readable(self, rsb):
+        r = adversarial.hostile(rsb, f"import os\ndef run():\n    return os.environ[{SECRET_VAR!r}]\n")
+        assert r.kind == "exception" and "KeyError" in r.error
 
 
 def test_a_node_without_room_is_a_clear_error(ray_local):

@@ -149,8 +149,9 @@ class RaySandbox:
     ) -> None:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            # address None: a local Ray instance (a laptop); "auto" or "ray://host:port": a cluster
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+            # None: a new local Ray instance (a laptop), whatever RAY_ADDRESS or an earlier `ray start`
+            # says; "auto", "host:port" or "ray://host:port": a running cluster
+            ray.init(address=address or "local", include_dashboard=False)
         self.settings = settings
         self.timeout_s = float(settings.get("timeout_s", 60.0))
         self.cpus = max(1, int(settings.get("cpus", 1)))
