@@ -64,7 +64,15 @@ def test_local_executor_is_the_default_pool():
 def ray_local():
     ray = pytest.importorskip("ray")
     os.environ[SECRET_VAR] = SECRET  # the raylet and its workers inherit it: programs must not
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
+    # one logical GPU (no hardware needed): Ray accounts for it and grants it to one actor
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        object_store_memory=80 * 2**20,
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
     del os.environ[SECRET_VAR]
@@ -138,7 +146,15 @@ class TestOneActor:
 
 def test_a_node_without_room_is_a_clear_error(ray_local):
     with pytest.raises(RayExecutorError, match="no node of the Ray cluster has room"):
-        make_sandbox({"executor": "ray", "workers": 1}, {"num_gpus": 1})
+        make_sandbox({"executor": "ray", "workers": 1}, {"num_gpus": 2})
+
+
+def test_program_resources_limit_the_slots_and_grant_the_gpu(ray_local):
+    # two CPUs but one GPU: a problem that needs a GPU per program runs one program at a time
+    with make_sandbox({"executor": "ray", "timeout_s": 5, "preload": []}, {"num_gpus": 1}) as sb:
+        assert sb.workers == 1 and sb.request == {"CPU": 1.0, "GPU": 1.0}
+        assert [m.gpus for m in sb._members] == [["0"]]
+        assert sb.run("def run():\n    return 5\n").value == 5
 
 
 def _busy(sb, count: int):

@@ -74,7 +74,8 @@ class _NodeSandbox:
 
     def ready(self) -> dict[str, Any]:
         self.sandbox.start()  # fork servers start now, not inside the first programs' time
-        return {"isolation": self.sandbox.isolation, "pid": os.getpid()}
+        # the GPUs Ray granted this actor; Ray sets CUDA_VISIBLE_DEVICES to them for this process
+        return {"isolation": self.sandbox.isolation, "pid": os.getpid(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         return dataclasses.asdict(self.sandbox.run(**job))
@@ -95,6 +96,7 @@ class _Member:
     slots: int
     free: int
     isolation: str = ""
+    gpus: list[str] = dataclasses.field(default_factory=list)
     alive: bool = True
 
 
@@ -212,7 +214,8 @@ class RaySandbox:
             try:
                 if ref not in ready:
                     raise TimeoutError(f"not ready within {_READY_TIMEOUT_S:g} s")
-                member.isolation = ray.get(ref)["isolation"]
+                info = ray.get(ref)
+                member.isolation, member.gpus = info["isolation"], info["gpus"]
                 members.append(member)
             except Exception as exc:  # noqa: BLE001 - a node that cannot host the pool is left out
                 log.warning("Ray executor: no sandbox on node %s: %s", member.node_id, exc)
@@ -220,12 +223,14 @@ class RaySandbox:
         return members
 
     def _place(self) -> None:
+        whole = sum(_capacity(n.get("Resources", {}), self.request) for n in _alive_nodes())
+        target = min(whole, self.max_workers or whole)
         plan = self._plan(set(), self.max_workers)
-        for _ in range(10):  # resources just released elsewhere show up as free a moment later
-            if plan:
+        for _ in range(10):  # resources just released (a closed pool) show up as free a moment later
+            if sum(plan.values()) >= target:
                 break
             time.sleep(0.5)
-            plan = self._plan(set(), self.max_workers)
+            plan = max(plan, self._plan(set(), self.max_workers), key=lambda p: sum(p.values()))
         if not plan:
             free = {node_id[:12]: room for node_id, room in _room_per_node().items()}
             raise RayExecutorError(
