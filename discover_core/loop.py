@@ -276,7 +276,7 @@ class Discovery:
 
     def _evaluate(self, t: int, parents: list[State], rollouts: list[Rollout], failed: dict[int, Invalid]) -> None:
         """Outcome of every rollout; ``failed`` maps groups whose prompt failed to that failure."""
-        programs = [failed[r.group] if r.group in failed else self._parse(r.completion.text) for r in rollouts]
+        programs = [failed[r.group] if r.group in failed else self._parse(r.completion) for r in rollouts]
         outcomes: list[Evaluation | Invalid | None] = [None] * len(rollouts)
         todo = []
         for g, parent in enumerate(parents):
@@ -320,8 +320,14 @@ class Discovery:
         for i, r in enumerate(rollouts):
             self._settle(t, r, outcomes[i], programs[i])
 
-    def _parse(self, text: str) -> Program | Invalid:
-        return self.hooks.call("parse", text, check=check_program)
+    def _parse(self, completion: Completion) -> Program | Invalid:
+        if completion.finish_reason == "prompt_too_long":
+            return Invalid(
+                "prompt_too_long",
+                f"the prompt ({len(completion.prompt_tokens) or 'too many'} tokens) leaves no room in the token budget",
+            )
+        # only the final answer is parsed: a draft in the reasoning is never run
+        return self.hooks.call("parse", completion.answer or "", check=check_program)
 
     def _keep(self, state: State) -> bool:
         """keep_in_archive, asked once per state; a failure keeps the state out."""
@@ -424,6 +430,7 @@ class Discovery:
             "parent_id": r.parent.id,
             "child_id": r.child.id if r.child else None,
             "text": r.completion.text,
+            "answer": r.completion.answer,
             "finish_reason": r.completion.finish_reason,
             "outcome": "valid" if r.valid else o.kind,
             "reason": None if r.valid else o.reason,

@@ -20,10 +20,12 @@ from .state import State
 if TYPE_CHECKING:  # pragma: no cover
     from .sandbox import Sandbox
 
-#: Every way a rollout can fail. ``no_code`` and ``syntax_error`` come from
-#: ``parse``; the next five are the sandbox's failure kinds; the last is the
-#: verifier's.
+#: Every way a rollout can fail. ``prompt_too_long`` comes from the backend (the
+#: prompt left no room in the token budget, nothing was sampled); ``no_code`` and
+#: ``syntax_error`` come from ``parse``; the next five are the sandbox's failure
+#: kinds; the last is the verifier's.
 FAILURE_KINDS = (
+    "prompt_too_long",
     "no_code",
     "syntax_error",
     "exception",
@@ -97,6 +99,56 @@ def with_preamble(preamble: str, source: str) -> str:
     body = _FUTURE_IMPORT.sub("", source)
     head = "; ".join([*futures, f"exec(compile({preamble!r}, '<preamble>', 'exec'))"])
     return head + "\n" + body
+
+
+#: Default cap on the parent program quoted in a prompt: about 5,000 tokens, a fifth of the
+#: paper's 26,000-token prompt-and-thinking budget.
+MAX_CODE_CHARS = 16000
+
+
+def max_code_chars_field() -> Any:
+    """The ``max_code_chars`` option of a problem's Params (see ``bounded_code``)."""
+    from pydantic import Field
+
+    return Field(
+        MAX_CODE_CHARS,
+        ge=200,
+        description="the parent's program is quoted in the prompt up to this many characters (head and tail kept)",
+    )
+
+
+def bounded_code(code: str, max_chars: int) -> str:
+    """``code`` cut to at most ``max_chars`` characters at line boundaries, for a prompt.
+
+    A parent's program can be arbitrarily long, and a prompt longer than the token
+    budget cannot be sampled from. The reference cuts long parent code too; we keep its
+    head and its tail (imports and the entry point usually sit there) and put one
+    comment line in place of the middle, saying how many lines were left out.
+    """
+    if len(code) <= max_chars:
+        return code
+    lines = code.splitlines()
+    head: list[str] = []
+    tail: list[str] = []
+    budget = max(0, max_chars - 60) - 1  # room for the marker line
+    top, bottom, open_sides = 0, len(lines) - 1, [True, True]
+    while top <= bottom and any(open_sides):  # a line from the top, then one from the bottom, ...
+        for side in (0, 1):
+            if top > bottom or not open_sides[side]:
+                continue
+            line = lines[top] if side == 0 else lines[bottom]
+            if len(line) + 1 > budget:
+                open_sides[side] = False  # a line that does not fit ends this side (e.g. a huge literal)
+                continue
+            budget -= len(line) + 1
+            if side == 0:
+                head.append(line)
+                top += 1
+            else:
+                tail.append(line)
+                bottom -= 1
+    omitted = len(lines) - len(head) - len(tail)
+    return "\n".join([*head, f"# [... {omitted} lines of the program left out here ...]", *reversed(tail)])
 
 
 _LANG = re.compile(r"[ \t]*([A-Za-z0-9_+-]*)")

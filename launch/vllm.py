@@ -160,7 +160,7 @@ class VllmBackend(Backend):
         return pieces
 
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
-        from .local.sampling import sample_with_budget
+        from .local.sampling import sample_with_budget, to_completions
 
         p = self.params
         prompt_rows = [self.prompt_tokens(m) for m in prompts]
@@ -181,20 +181,7 @@ class VllmBackend(Backend):
             thinking_budget=p.thinking_budget,
             thinking_style=p.thinking_style,
         )
-        return [
-            [
-                Completion(
-                    self.tokenizer.decode(r.tokens, skip_special_tokens=True),
-                    list(prompt),
-                    r.tokens,
-                    r.logprobs,
-                    r.forced,
-                    r.finish_reason,
-                )
-                for r in rollouts[i * n : (i + 1) * n]
-            ]
-            for i, prompt in enumerate(prompt_rows)
-        ]
+        return to_completions(self.tokenizer, prompt_rows, rollouts, thinking=p.thinking_budget is not None)
 
     # -- training and refresh ---------------------------------------------------------
     def train(self, batch: list[TrainItem]) -> dict[str, float]:

@@ -74,7 +74,7 @@ class LocalBackend(Backend):
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
         import torch
 
-        from .sampling import decode, sample_with_budget
+        from .sampling import decode, sample_with_budget, to_completions
 
         p = self.params
         prompt_rows = [self.prompt_tokens(m) for m in prompts]
@@ -107,14 +107,7 @@ class LocalBackend(Backend):
             thinking_budget=p.thinking_budget,
             thinking_style=p.thinking_style,
         )
-        out: list[list[Completion]] = []
-        for i, prompt in enumerate(prompt_rows):
-            group = []
-            for r in rollouts[i * n : (i + 1) * n]:
-                text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
-                group.append(Completion(text, list(prompt), r.tokens, r.logprobs, r.forced, r.finish_reason))
-            out.append(group)
-        return out
+        return to_completions(self.tokenizer, prompt_rows, rollouts, thinking=p.thinking_budget is not None)
 
     # -- training ---------------------------------------------------------------------
     def train(self, batch: list[TrainItem]) -> dict[str, float]:

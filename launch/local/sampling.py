@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from discover_ttt.backend import Completion, split_final_answer
+
 OUT_OF_THINKING = "... okay, I am out of thinking tokens. I need to send my final message now."
 #: (text forced after a truncated thinking phase, marker showing the answer had already begun)
 THINKING_STYLES = {
@@ -25,6 +27,8 @@ THINKING_STYLES = {
     ),
 }
 GPT_OSS_END = "<|end|>"
+#: finish reason of a rollout whose prompt left no room to sample
+PROMPT_TOO_LONG = "prompt_too_long"
 #: Tokens kept free at the end of the context window (as the reference does).
 CONTEXT_MARGIN = 50
 
@@ -140,19 +144,23 @@ def sample_with_budget(
     done. A row that ran out: if its answer has begun (the style's marker occurred) it
     just continues; otherwise the forced text is appended (log-prob 0, ``forced``) and it
     continues. Phase 2 gets context_window − prompt − phase 1 − forced − 50 tokens.
+    A prompt that leaves no phase-1 token is not sampled: its rollout is empty, with
+    finish reason ``prompt_too_long``.
     """
-    budgets = []
-    for p in prompts:
-        cap = context_window - len(p) - CONTEXT_MARGIN if thinking_budget is None else thinking_budget - len(p)
-        if cap < 1:
-            raise ValueError(
-                f"a prompt of {len(p)} tokens leaves no room to sample (context_window {context_window}, "
-                f"thinking_budget {thinking_budget}); shorten the prompt or raise the budget."
-            )
-        budgets.append(min(max_new_tokens, cap))
-    first = generate(prompts, budgets)
+    caps = [
+        context_window - len(p) - CONTEXT_MARGIN if thinking_budget is None else thinking_budget - len(p)
+        for p in prompts
+    ]
+    # A prompt that leaves no room is a failed rollout, not an error: its parent is visited, the run goes on.
+    room = [i for i, cap in enumerate(caps) if cap >= 1]
+    first_pieces = generate([prompts[i] for i in room], [min(max_new_tokens, caps[i]) for i in room]) if room else []
+    first: list[Piece | None] = [None] * len(prompts)
+    for i, piece in zip(room, first_pieces, strict=True):
+        first[i] = piece
     rollouts = [
-        Rollout(list(p.tokens), list(p.logprobs), [False] * len(p.tokens), "stop" if p.stopped else "length")
+        Rollout([], [], [], PROMPT_TOO_LONG)
+        if p is None
+        else Rollout(list(p.tokens), list(p.logprobs), [False] * len(p.tokens), "stop" if p.stopped else "length")
         for p in first
     ]
     if thinking_budget is None:
@@ -160,7 +168,7 @@ def sample_with_budget(
     forced_text, marker = THINKING_STYLES[thinking_style]
     again, rows, budgets2 = [], [], []
     for i, (prompt, piece) in enumerate(zip(prompts, first, strict=True)):
-        if piece.stopped:
+        if piece is None or piece.stopped:
             continue
         text = tokenizer.decode(piece.tokens, skip_special_tokens=False)
         forced: list[int] = []
@@ -183,3 +191,21 @@ def sample_with_budget(
         rollouts[i].forced += [False] * len(piece.tokens)
         rollouts[i].finish_reason = "stop" if piece.stopped else "length"
     return rollouts
+
+
+def to_completions(tokenizer, prompt_rows: list[list[int]], rollouts: list[Rollout], thinking: bool):
+    """Group ``rollouts`` (prompt i's are rows i·n … i·n+n−1) into Completions, text split into
+    reasoning and answer; ``thinking`` (a thinking budget is set) means a completion without an
+    end-of-thinking marker never reached its answer."""
+    n = len(rollouts) // max(1, len(prompt_rows))
+    out: list[list[Completion]] = []
+    for i, prompt in enumerate(prompt_rows):
+        group = []
+        for r in rollouts[i * n : (i + 1) * n]:
+            text = tokenizer.decode(r.tokens, skip_special_tokens=True)
+            reasoning, answer = split_final_answer(text, starts_in_reasoning=thinking)
+            group.append(
+                Completion(text, list(prompt), r.tokens, r.logprobs, r.forced, r.finish_reason, reasoning, answer)
+            )
+        out.append(group)
+    return out

@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
+from discover_ttt.problem import (
+    Evaluation,
+    Invalid,
+    Problem,
+    Program,
+    Verification,
+    bounded_code,
+    max_code_chars_field,
+    with_preamble,
+)
 from discover_ttt.state import State
 
 from . import prompts, verifier
@@ -48,6 +57,7 @@ class CirclePackingProblem(Problem):
         budget_s: float = Field(1000.0, gt=0, description="the program's time budget, stated in the prompt")
         cpus: int = Field(2, ge=1, description="CPU cores per evaluation, stated in the prompt")
         timeout_margin_s: float = Field(5.0, ge=0, description="sandbox timeout = budget_s + this")
+        max_code_chars: int = max_code_chars_field()
         target: float | None = Field(None, gt=0, description="default: 2.636 for n = 26, 2.940 for n = 32")
 
         @model_validator(mode="after")
@@ -91,7 +101,7 @@ class CirclePackingProblem(Problem):
         context = ["## Current state", "You are iteratively optimising the sum of radii."]
         after = state.score if state.score is not None else state.value
         if state.code:
-            context.append(prompts.LAST_CODE.format(code=state.code.strip("\n")))
+            context.append(prompts.LAST_CODE.format(code=bounded_code(state.code.strip("\n"), p.max_code_chars)))
             before = state.parent_values[0] if state.parent_values else None
             if before is not None:
                 context.append(prompts.BEFORE_AFTER.format(before=f"{before:.10f}", after=f"{after:.10f}"))

@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
+from discover_ttt.problem import (
+    Evaluation,
+    Invalid,
+    Problem,
+    Program,
+    Verification,
+    bounded_code,
+    max_code_chars_field,
+    with_preamble,
+)
 from discover_ttt.state import State
 
 from . import prompts
@@ -48,6 +57,7 @@ class ErdosProblem(Problem):
         timeout_margin_s: float = Field(5.0, ge=0, description="sandbox timeout = budget_s + this")
         max_archive_points: int = Field(1000, ge=1, description="longer constructions are scored, not archived")
         target: float = Field(0.3808, gt=0, description="the C5 the prompt names as the goal")
+        max_code_chars: int = max_code_chars_field()
         starter_code: bool = Field(
             False,
             description="seeds carry a working example program as their last code (for small models; "
@@ -89,7 +99,7 @@ class ErdosProblem(Problem):
             context.append(prompts.START_FROM.format(n=len(state.construction)))
         after = state.score if state.score is not None else (None if state.value is None else -state.value)
         if state.code:
-            context.append(prompts.LAST_CODE.format(code=state.code.strip("\n")))
+            context.append(prompts.LAST_CODE.format(code=bounded_code(state.code.strip("\n"), p.max_code_chars)))
             before = state.parent_values[0] if state.parent_values else None
             if before is not None and state.construction is not None:
                 context.append(prompts.BEFORE_AFTER.format(before=_fmt(-before), after=_fmt(after)))

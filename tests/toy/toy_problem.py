@@ -64,3 +64,25 @@ class ToyProblem(Problem):
 @hookimpl
 def register_problems(register):
     register(ToyProblem)
+
+
+class LongCodeToy(ToyProblem):
+    """The toy problem whose first seed carries a long program, quoted whole in its prompt
+    (for the test of prompts longer than the token budget)."""
+
+    name = "toy_long_code"
+
+    class Params(ToyProblem.Params):
+        long_code_chars: int = 3000
+
+    def initial_states(self, rng, k):
+        states = super().initial_states(rng, k)
+        if states:
+            states[0].code = "# padding\n" * (self.params.long_code_chars // 10)
+        return states
+
+    def prompt(self, state):
+        text = super().prompt(state)[0]["content"]
+        if state.code:
+            text += f"\nLast program:\n```python\n{state.code}\n```"
+        return [{"role": "user", "content": text}]
