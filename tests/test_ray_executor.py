@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import textwrap
 import threading
@@ -195,6 +196,27 @@ def test_lost_actor_is_retried_once_elsewhere_then_crash(ray_local):
         worker.join(30)
         assert results[0].kind == "crash" and results[0].error.startswith("worker lost")
         assert time.monotonic() - started < 10 + 20
+
+
+def test_a_node_that_stops_answering_costs_one_deadline_not_a_hang(ray_local, monkeypatch):
+    from discover_ttt.sandbox import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_GRACE_S", 0.5)
+    monkeypatch.setattr(ray_executor, "_TRANSFER_S", 0.5)
+    with ray_executor.RaySandbox(timeout_s=1, workers=2, actor_slots=1, preload=()) as sb:
+        results = []
+        worker = threading.Thread(target=lambda: results.append(sb.run("def run():\n    return 1\n")))
+        for m in sb._members:
+            os.kill(m.pid, signal.SIGSTOP)  # both actors freeze: no answer, no error either
+        started = time.monotonic()
+        worker.start()
+        worker.join(30)
+        elapsed = time.monotonic() - started
+        for m in sb._members:
+            os.kill(m.pid, signal.SIGCONT)
+        assert results[0].kind == "crash" and results[0].error.startswith("worker lost")
+        assert "no answer" in results[0].error
+        assert 1.5 <= elapsed < 2 + 5  # limit + grace + transfer, once: no retry past the deadline
 
 
 def _fields(run_dir):

@@ -97,6 +97,7 @@ class _Member:
     free: int
     isolation: str = ""
     gpus: list[str] = dataclasses.field(default_factory=list)
+    pid: int = 0
     alive: bool = True
 
 
@@ -215,7 +216,7 @@ class RaySandbox:
                 if ref not in ready:
                     raise TimeoutError(f"not ready within {_READY_TIMEOUT_S:g} s")
                 info = ray.get(ref)
-                member.isolation, member.gpus = info["isolation"], info["gpus"]
+                member.isolation, member.gpus, member.pid = info["isolation"], info["gpus"], info["pid"]
                 members.append(member)
             except Exception as exc:  # noqa: BLE001 - a node that cannot host the pool is left out
                 log.warning("Ray executor: no sandbox on node %s: %s", member.node_id, exc)
