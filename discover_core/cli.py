@@ -138,6 +138,36 @@ def plot(problem: str, file: str, params: tuple[str, ...], output: str | None) -
     click.echo(out)
 
 
+@cli.command("new-problem")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Where (default: ./discover-NAME).")
+def new_problem(name: str, directory: str | None) -> None:
+    """Write a complete problem plugin package for NAME: pyproject, problem module, configs, test, README."""
+    from .scaffold import new_problem as scaffold
+
+    root = scaffold(name, directory, installed=get_plugins().registries["problems"].names())
+    click.echo(f"wrote {root}/; next:")
+    click.echo(f"  pip install -e {root}")
+    click.echo(f"  cd {root} && discover run config.yaml")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_SET
+@click.option("--all", "every", is_flag=True, help="Every group's prompt of the first step, not only the first.")
+@click.option("--json", "as_json", is_flag=True, help="The chat messages as JSON.")
+def prompt(config: str, overrides: tuple[str, ...], every: bool, as_json: bool) -> None:
+    """Print the first prompt a run of CONFIG would send to the model (nothing is run or written)."""
+    from .preview import first_prompts, format_chat
+
+    chats = first_prompts(config, list(overrides))
+    chats = chats if every else chats[:1]
+    if as_json:
+        click.echo(json.dumps(chats if every else chats[0], indent=1))
+        return
+    click.echo("\n\n".join(format_chat(c) for c in chats))
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 def plugins(as_json: bool) -> None:

@@ -20,33 +20,25 @@ def tutorial_files() -> dict[str, str]:
     return dict(re.findall(r"<!-- file: (\S+) -->\n```\w*\n(.*?\n)```$", text, re.DOTALL | re.MULTILINE))
 
 
+def pip_install(pkg, target):
+    """A regular (not editable) install, as a user's second machine would get: what the wheel holds."""
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--upgrade"]
+    subprocess.run([*cmd, "--target", str(target), str(pkg)], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def installed_tutorial(tmp_path_factory):
-    """The tutorial's package, pip-installed into a target folder put on PYTHONPATH."""
+    """The page's package: `discover new-problem spread`, checked against the page, pip-installed into a target."""
     root = tmp_path_factory.mktemp("tutorial")
+    discover = str(Path(sys.executable).parent / "discover")
+    subprocess.run([discover, "new-problem", "spread"], cwd=root, check=True, capture_output=True)
     pkg = root / "discover-spread"
-    pkg.mkdir()
-    files = tutorial_files()
-    assert {"pyproject.toml", "discover_spread.py", "config.yaml", "replies.jsonl"} <= set(files)
-    for name, body in files.items():
-        (pkg / name).write_text(body)
+    shown = tutorial_files()
+    assert {"pyproject.toml", "discover_spread.py", "config.yaml", "replies.jsonl", "config.cpu.yaml"} <= set(shown)
+    for name, body in shown.items():  # the page shows exactly what the scaffold writes
+        assert (pkg / name).read_text() == body, f"docs/writing-a-problem.md shows another {name}"
     target = root / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(pkg),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip_install(pkg, target)
     return pkg, target
 
 
@@ -54,6 +46,7 @@ def env_with(target, **extra):
     import os
 
     env = dict(os.environ)
+    env.pop("DISCOVER_PLUGINS", None)
     env["PYTHONPATH"] = str(target)
     env.update(extra)
     return env
@@ -73,7 +66,7 @@ def test_outside_plugin_is_listed(installed_tutorial, discover_bin):
 
 def test_plugin_filter_env(installed_tutorial, discover_bin):
     _, target = installed_tutorial
-    for value, present in (("", False), ("some-other-plugin", False), ("discover-spread", True)):
+    for value, present in (("", False), ("some-other-plugin", False), ("discover-spread", True), ("spread", True)):
         p = subprocess.run(
             [discover_bin, "plugins", "--json"],
             capture_output=True,
@@ -85,31 +78,48 @@ def test_plugin_filter_env(installed_tutorial, discover_bin):
         assert "erdos" in names  # built-ins always load
 
 
-def test_outside_plugin_runs(installed_tutorial, discover_bin, tmp_path):
-    pkg, target = installed_tutorial
-    out = tmp_path / "run"
-    p = subprocess.run(
-        [discover_bin, "run", "config.yaml", "--set", f"run.output={out}", "--set", "sandbox.isolation=none"],
-        capture_output=True,
-        text=True,
-        cwd=pkg,
-        env=env_with(target),
-        timeout=300,
-    )
+def in_package(discover_bin, pkg, target, *args):
+    """A `discover` command run in the package folder, with the package installed in ``target``."""
+    cmd = [discover_bin, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=pkg, env=env_with(target), timeout=300)
+
+
+def run_and_verify(discover_bin, pkg, target, run_dir):
+    """The page's commands: `discover run config.yaml` in the package folder, then verify its best."""
+    p = in_package(discover_bin, pkg, target, "run", "config.yaml", "--set", "sandbox.isolation=none")
     assert p.returncode == 0, p.stderr
+    out = pkg / "runs" / run_dir
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     outcomes = {e["outcome"] for e in events if e["type"] == "rollout"}
     assert {"valid", "no_code", "invalid_construction"} <= outcomes
     best = json.loads((out / "best" / "score.json").read_text())
     assert best["score"] >= 0.5 - 1e-12  # the grid reply reaches 0.5
-    v = subprocess.run(
-        [discover_bin, "verify", "spread", str(out / "best" / "construction.json"), "--json"],
-        capture_output=True,
-        text=True,
-        env=env_with(target),
-    )
+    v = in_package(discover_bin, pkg, target, "verify", "spread", f"runs/{run_dir}/best/construction.json", "--json")
     assert v.returncode == 0, v.stderr
     assert json.loads(v.stdout)["score"] == pytest.approx(best["score"], abs=1e-12)
+
+
+def test_run_reinstall_run(installed_tutorial, discover_bin):
+    """Build, run, reinstall, run again: the run's output beside the module never gets packaged."""
+    pkg, target = installed_tutorial
+    run_and_verify(discover_bin, pkg, target, "spread")
+    pip_install(pkg, target)  # now with runs/spread/ in the package folder
+    installed = {p.name for p in target.iterdir()}
+    assert "discover_spread.py" in installed and "runs" not in installed
+    run_and_verify(discover_bin, pkg, target, "spread-1")
+
+
+def test_prompt_command_shows_the_first_prompt(installed_tutorial, discover_bin):
+    pkg, target = installed_tutorial
+    p = in_package(discover_bin, pkg, target, "prompt", "config.cpu.yaml")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("--- user ---\nPlace 8 points")
+    assert "def run():" in p.stdout  # the starter program a small model edits
+    p = in_package(discover_bin, pkg, target, "prompt", "config.yaml", "--all", "--json")
+    chats = json.loads(p.stdout)
+    assert len(chats) == 2 and all(c[0]["role"] == "user" for c in chats)  # run.groups prompts
+    assert "def run():" not in chats[0][0]["content"]  # the replay config has no starter program
+    assert not (pkg / "runs" / "spread-2").exists()  # nothing is run or written
 
 
 def _module(name, **attrs):
