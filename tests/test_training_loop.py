@@ -37,7 +37,7 @@ CONFIG = {
     },
     "sampler": {"name": "puct"},
     "estimator": {"name": "entropic_adaptive"},
-    "sandbox": {"workers": 1, "isolation": "none", "timeout_s": 5},
+    "sandbox": {"workers": 1, "isolation": "none", "timeout_s": 5, "preload": []},  # no program is run
     "run": {"steps": 3, "groups": 2, "rollouts": 4, "seed": 0, "keep_checkpoints": 3},
     "log": {"progress": "none"},
 }
