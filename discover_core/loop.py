@@ -495,6 +495,8 @@ def run_config(
         loaded.config.run.output = RunStore.free_dir(loaded.config.run.output)
     disc = Discovery(loaded, reporter=reporter)
     if not (resume and disc.resume()):
+        if resume:
+            _restart_in_place(disc)
         disc.start()
     return disc.run()
 
@@ -508,8 +510,17 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, reporter
     _refuse_finished(loaded, f"discover resume {run_dir}")
     disc = Discovery(loaded, reporter=reporter)
     if not disc.resume():
-        raise RunDirError(f"{run_dir} has no complete checkpoint to resume from; start it again with discover run.")
+        _restart_in_place(disc)
+        disc.start()
     return disc.run()
+
+
+def _restart_in_place(disc: Discovery) -> None:
+    """A run that stopped before its first checkpoint (a model that failed to load, a kill in step 0)
+    has nothing to continue from: it starts again from step 0 in the same directory, events dropped."""
+    if disc.store.events_path.exists():
+        dropped = disc.store.truncate_events(-1)
+        log.info("%s has no complete checkpoint: starting it from step 0 (%d events dropped)", disc.store.root, dropped)
 
 
 def _refuse_finished(loaded: LoadedConfig, command: str) -> None:

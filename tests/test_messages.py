@@ -76,3 +76,23 @@ def test_sandbox_page_calls_run_program_with_its_required_arguments():
     assert calls
     for call in calls:
         sig.bind(*[None] * len(call.args), **{k.arg: None for k in call.keywords})
+
+
+def test_a_run_that_failed_before_its_first_step_can_be_resumed(tmp_path):
+    """The backend fails to start after the run directory exists; resume then starts it from step 0."""
+    out = tmp_path / "run"
+    sets = [f"run.output={out}", "run.steps=1", "sandbox.isolation=none", "log.progress=none"]
+    with pytest.raises(UserError, match="cannot read replay file"):
+        run_config(TOY_CONFIG, [*sets, f"backend.path={tmp_path / 'missing.jsonl'}"], reporter=Reporter())
+    assert (out / "config.yaml").exists()  # the directory it leaves behind ...
+    good = ROOT / "tests" / "toy" / "replies.jsonl"
+    summary = resume_run(out, [f"backend.path={good}"], reporter=Reporter())  # ... is resumable
+    assert summary.steps_done == 1 and summary.rollouts > 0
+    # and so through `discover run --resume`, also with events of a step that never reached its checkpoint
+    out2 = tmp_path / "run2"
+    sets2 = [s.replace(str(out), str(out2)) for s in sets]
+    with pytest.raises(UserError):
+        run_config(TOY_CONFIG, [*sets2, f"backend.path={tmp_path / 'missing.jsonl'}"], reporter=Reporter())
+    (out2 / "events.jsonl").write_text('{"type": "rollout", "step": 0}\n')
+    summary = run_config(TOY_CONFIG, sets2, resume=True, reporter=Reporter())
+    assert summary.steps_done == 1

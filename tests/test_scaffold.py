@@ -102,6 +102,7 @@ def test_configs_validate(tmp_path, monkeypatch):
     assert cpu.config.run.output == root / "runs" / "heilbronn-cpu"  # outside the module
 
 
+@pytest.mark.slow  # ~30 s; the default suite runs the same sequence for the tutorial's package
 def test_generated_package_installs_runs_verifies_and_passes_its_own_tests(tmp_path, discover_bin):
     p = subprocess.run([discover_bin, "new-problem", "heilbronn", "--dir", str(tmp_path / "pkg")], capture_output=True)
     assert p.returncode == 0, p.stderr
