@@ -123,7 +123,18 @@ class Discovery:
         if self.backend is None:
             self.backend = self._build("backend")
         if self.sandbox is None:
-            self.sandbox = make_sandbox(self.cfg.sandbox.model_dump(), self.problem.program_resources)
+            settings = self.cfg.sandbox.model_dump()
+            if self.problem.sandbox_preload:  # e.g. cvxpy, for problems whose programs use it
+                from .sandbox import DEFAULT_PRELOAD
+
+                base = tuple(settings.get("preload") or DEFAULT_PRELOAD)
+                settings["preload"] = base + tuple(m for m in self.problem.sandbox_preload if m not in base)
+            self.sandbox = make_sandbox(settings, self.problem.program_resources)
+
+    def _selected(self, state: State) -> State:
+        """The state a group starts from: the problem may re-draw a selected seed (same id); if the hook fails, itself."""
+        out = self.hooks.call("on_selected", state, self.rng)
+        return out if isinstance(out, State) and out.id == state.id else state
 
     def _fresh_states(self, k: int) -> list[State]:
         states = self.hooks.call_before_start("initial_states", self.rng, k, check=check_states(k))
@@ -186,7 +197,7 @@ class Discovery:
     def run_step(self, t: int) -> dict[str, Any]:
         cfg = self.cfg.run
         t0 = time.perf_counter()
-        parents = self.sampler.select(cfg.groups)
+        parents = [self._selected(s) for s in self.sampler.select(cfg.groups)]
         prompts = [self.hooks.call("prompt", s, check=check_prompt) for s in parents]
         ok = [g for g, p in enumerate(prompts) if not isinstance(p, Invalid)]
 

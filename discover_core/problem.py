@@ -242,6 +242,8 @@ class Problem:
     #: amounts (e.g. ``{"num_gpus": 1}`` for a kernel that owns one GPU while it runs);
     #: the Ray executor adds it to every program's resource request (docs/scaling.md)
     program_resources: ClassVar[dict[str, float]] = {}
+    #: modules the sandbox imports once for all programs of this problem (added to the config's preload)
+    sandbox_preload: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any = None) -> None:
         self.params = params
@@ -253,6 +255,14 @@ class Problem:
     def keep_in_archive(self, state: State) -> bool:
         """Whether a valid child may enter the archive (length limits and the like)."""
         return True
+
+    def on_selected(self, state: State, rng: np.random.Generator) -> State:
+        """The state a step's rollouts start from, given the one the sampler selected (default: itself).
+
+        A problem may return a changed copy with the same id, e.g. a random seed drawn
+        afresh; ``rng`` is the run's generator, so runs stay reproducible and resumable.
+        """
+        return state
 
     # -- model I/O --------------------------------------------------------------
     def prompt(self, state: State) -> list[dict[str, str]]:
