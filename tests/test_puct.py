@@ -214,6 +214,37 @@ def test_visit_normaliser_divides_both_visit_counts():
     assert q.score(seeds[1]) == pytest.approx(1 + 2 * (2 / 3) * math.sqrt(1 + 6 / 4), rel=1e-12)
 
 
+def test_one_valid_child_from_one_visit_already_sets_q():
+    a, b, c = three_seeds()
+    p = PUCT(c=0.0)  # score = Q
+    p.seed([a, b, c])
+    p.record(a, a.child(id="A1", value=9.0, code="a1"))  # n(A) = 1, m(A) = 9
+    assert p.visits(a) == 1 and p.score(a) == 9.0
+
+
+def test_unknown_states_have_no_visits_and_saved_counts_skip_zeros():
+    a, b, c = three_seeds()
+    p = PUCT()
+    p.seed([a, b, c])
+    assert p.visits("nobody") == 0 and p.best_child_value("nobody") is None
+    p.record(b, None)
+    saved = p.state_dict()
+    assert saved["n"] == {"B": 1} and saved["m"] == {} and saved["T"] == 1
+
+
+def test_a_child_whose_id_was_seen_only_as_an_ancestor_is_archived():
+    p = PUCT()
+    seed = State(id="S", value=0.0)
+    p.seed([seed])
+    # a parent unknown to the sampler, whose lineage names "G": G gets statistics, not an archive place
+    stranger = State(id="P", value=1.0, parents=["G", "S"])
+    p.record(stranger, None)
+    assert p.visits("G") == 1 and "G" not in ids(p.states)
+    g = State(id="G", value=2.0, code="g", parents=["S"])
+    p.record(seed, g)
+    assert "G" in ids(p.states)
+
+
 def test_a_single_state_archive_is_selected():
     p = PUCT()
     only = State(id="only", value=1.0)
