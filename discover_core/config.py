@@ -68,6 +68,10 @@ class SandboxConfig(_Strict):
     executor: Literal["local", "ray"] = "local"
     # Ray only: null starts a local Ray instance, "auto" joins a running cluster, or "ray://host:port"
     address: str | None = None
+    # "rss" for GPU programs: CUDA reserves far more address space than it uses, so RLIMIT_AS breaks it
+    memory_limit: Literal["address_space", "rss"] = "address_space"
+    # GPU ids, one per slot (workers = len(gpus)): each program sees only its slot's GPU
+    gpus: list[int | str] | None = None
 
 
 class RunConfig(_Strict):

@@ -201,7 +201,8 @@ def _report(header: dict, payload: bytes = b"") -> None:
 def _apply_limits(job: dict, jobdir: str) -> dict:
     """Everything that must hold before the first line of the program runs."""
     mem = int(job["memory_mb"]) * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    if job.get("memory_limit", "address_space") == "address_space":  # else the server polls the RSS
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     cpu_s = int(math.ceil(float(job["timeout_s"]) * max(1, job["cpus"]))) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     file_bytes = int(job["file_mb"]) * 2**20
@@ -216,7 +217,7 @@ def _apply_limits(job: dict, jobdir: str) -> dict:
             pass
     _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     drop_capabilities()
-    writable = [jobdir, "/dev/null", "/dev/shm"]
+    writable = [jobdir, "/dev/null", "/dev/shm", *job.get("devices", ())]
     landlocked = apply_landlock(writable, int(job.get("landlock_abi", 0)))
     return {"landlock": landlocked}
 

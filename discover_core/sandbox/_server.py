@@ -130,6 +130,22 @@ def sweep() -> int:
     return killed
 
 
+def _pss_bytes(pid: int) -> int:
+    """Proportional resident memory of one process (shared pages split among their users), in bytes."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # kernels before 4.14: the plain resident set
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _rmtree_contents(base: str) -> None:
     def fix(func, path, _exc):  # a program may have removed its own permissions
         try:
@@ -177,6 +193,7 @@ class Server:
 
     def run_job(self, job: dict) -> tuple[dict, bytes]:
         job = dict(job, landlock_abi=self.landlock_abi, affinity=self.config.get("affinity"))
+        job["devices"] = self.config.get("devices") or []
         job["nproc"] = _nproc_limit(int(job["max_procs"]), bool(self.config.get("isolated")))
         jobdir = os.path.realpath(os.path.join(self.base, f"job-{os.getpid()}-{time.monotonic_ns()}"))
         os.mkdir(jobdir, 0o700)
@@ -247,8 +264,12 @@ class Server:
                 if now >= deadline:
                     return "timeout"
                 if now >= next_count:
-                    if len(descendants(os.getpid())) > int(job["max_procs"]):
+                    tree = descendants(os.getpid())
+                    if len(tree) > int(job["max_procs"]):
                         return "procs"
+                    # memory_limit "rss": the whole tree's proportional RSS, in place of RLIMIT_AS
+                    if job.get("memory_limit") == "rss" and sum(map(_pss_bytes, tree)) > int(job["memory_mb"]) * 2**20:
+                        return "rss"
                     next_count = now + count_every
                 wait_s = max(0.0, min(deadline, next_count) - now)
                 if pidfd is None:
@@ -304,6 +325,11 @@ class Server:
         if reason == "result_size":
             mib = int(job["max_result_bytes"]) / 2**20
             return {"kind": "bad_output", "error": f"the returned value is larger than {mib:g} MiB of JSON"}
+        if reason == "rss":
+            return {
+                "kind": "memory",
+                "error": f"the program's processes used more than their {mem_mb} MiB of memory and were killed",
+            }
         if reason == "procs":
             return {"kind": "crash", "error": f"the program ran more than {job['max_procs']} processes and was killed"}
         header = None

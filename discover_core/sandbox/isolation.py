@@ -11,6 +11,7 @@ capabilities, and cannot create further user namespaces.
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import shutil
 import site
@@ -70,8 +71,17 @@ def python_roots() -> list[str]:
     return outer
 
 
-def bwrap_command(workdir: str, server_dir: str) -> list[str]:
-    """The bwrap prefix that runs a command with ``workdir`` as the only writable folder (/tmp)."""
+def gpu_device_paths() -> list[str]:
+    """The NVIDIA device files a CUDA program opens (control, UVM, every GPU, MIG capabilities)."""
+    return sorted(glob.glob("/dev/nvidia*"))
+
+
+def bwrap_command(workdir: str, server_dir: str, devices: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The bwrap prefix that runs a command with ``workdir`` as the only writable folder (/tmp).
+
+    ``devices`` (GPU device files) are bound into the minimal /dev, with /sys read-only
+    beside them, which the CUDA driver reads to enumerate the GPUs.
+    """
     probe = _probe()
     if probe is None:
         raise RuntimeError(
@@ -92,5 +102,10 @@ def bwrap_command(workdir: str, server_dir: str) -> list[str]:
     for root in python_roots():
         cmd += ["--ro-bind", root, root]
     cmd += ["--ro-bind", server_dir, SERVER_DIR]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for path in devices:
+        cmd += ["--dev-bind-try", path, path]
+    if devices:
+        cmd += ["--ro-bind-try", "/sys", "/sys"]
+    cmd += ["--chdir", "/tmp"]
     return cmd

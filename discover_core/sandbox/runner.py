@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .isolation import SERVER_DIR, bwrap_command, isolation_available
+from .isolation import SERVER_DIR, bwrap_command, gpu_device_paths, isolation_available
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ _THREAD_VARS = (
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _GRACE_S = 5.0  # host deadline = program limit + this; the server itself kills at the limit
 _START_TIMEOUT_S = 120.0
+#: how a program's memory is limited: its address space (RLIMIT_AS), or the proportional resident
+#: memory of its whole process tree, polled by the server (CUDA reserves far more address space than
+#: it uses, so RLIMIT_AS breaks GPU programs)
+MEMORY_LIMITS = ("address_space", "rss")
 _warned_plain = False
 
 
@@ -142,8 +146,8 @@ def _remove_stale_folders() -> None:
 
 # -- one pool slot ------------------------------------------------------------------
 class _Worker:
-    def __init__(self, sandbox: Sandbox, affinity: list[int] | None) -> None:
-        self.sandbox, self.affinity = sandbox, affinity
+    def __init__(self, sandbox: Sandbox, affinity: list[int] | None, gpu: str | None = None) -> None:
+        self.sandbox, self.affinity, self.gpu = sandbox, affinity, gpu
         self.proc: subprocess.Popen | None = None
         self.root: str | None = None
         self.buf = bytearray()
@@ -163,13 +167,17 @@ class _Worker:
             "isolated": isolated,
             "landlock": sb.landlock,
         }
+        devices = gpu_device_paths() if self.gpu is not None else []
+        config["devices"] = devices  # the program may open them for writing (Landlock)
         if isolated:
             server = os.path.join(SERVER_DIR, "_server.py")
-            cmd = [*bwrap_command(workdir, _HERE), sys.executable, "-I", server, json.dumps(config)]
+            cmd = [*bwrap_command(workdir, _HERE, devices), sys.executable, "-I", server, json.dumps(config)]
             env = _server_env(sb.cpus, "/tmp")
         else:
             cmd = [sys.executable, "-I", os.path.join(_HERE, "_server.py"), json.dumps(config)]
             env = _server_env(sb.cpus, workdir)
+        if self.gpu is not None:  # the slot's one GPU; CUDA numbers it 0 inside
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu
         with open(os.path.join(self.root, "server.log"), "wb") as errlog:
             self.proc = _spawner.popen(
                 cmd,
@@ -350,10 +358,19 @@ class Sandbox:
         max_result_items: int = 2**22,
         max_procs: int = 64,
         file_mb: int = 256,
+        memory_limit: str = "address_space",
+        gpus: list[int | str] | None = None,
     ) -> None:
         self.isolation = _resolve_isolation(isolation)
         self.timeout_s, self.memory_mb, self.cpus = float(timeout_s), int(memory_mb), max(1, int(cpus))
-        self.workers = int(workers or os.cpu_count() or 1)
+        if memory_limit not in MEMORY_LIMITS:
+            raise ValueError(f"memory_limit must be one of {MEMORY_LIMITS}, got {memory_limit!r}")
+        self.memory_limit = memory_limit
+        # one program per GPU at a time: slot i owns gpus[i] and nothing else
+        self.gpus = [str(g) for g in gpus] if gpus else None
+        if self.gpus and workers and int(workers) > len(self.gpus):
+            raise ValueError(f"{workers} workers but {len(self.gpus)} GPUs: with gpus, each slot owns one GPU")
+        self.workers = len(self.gpus) if self.gpus else int(workers or os.cpu_count() or 1)
         self.preload, self.fork_server, self.landlock = tuple(preload), bool(fork_server), bool(landlock)
         self.limits = {
             "max_output_bytes": int(max_output_mb * 2**20),
@@ -366,7 +383,10 @@ class Sandbox:
         cores = sorted(os.sched_getaffinity(0))
         pin = self.workers * self.cpus <= len(cores)  # pin slots to disjoint cores only when they fit
         self._slots = [
-            _Worker(self, cores[i * self.cpus : (i + 1) * self.cpus] if pin else None) for i in range(self.workers)
+            _Worker(
+                self, cores[i * self.cpus : (i + 1) * self.cpus] if pin else None, self.gpus[i] if self.gpus else None
+            )
+            for i in range(self.workers)
         ]
         self._idle: queue.LifoQueue = queue.LifoQueue()  # LIFO: a warm server is reused first
         for slot in reversed(self._slots):
@@ -442,6 +462,7 @@ class Sandbox:
             "timeout_s": float(self.timeout_s if timeout_s is None else timeout_s),
             "memory_mb": int(self.memory_mb if memory_mb is None else memory_mb),
             "cpus": self.cpus,
+            "memory_limit": self.memory_limit,
             **self.limits,
         }
         if request["timeout_s"] <= 0 or request["memory_mb"] <= 0:
