@@ -202,3 +202,30 @@ def test_replay_run_on_trimul(tmp_path, sandbox):
     best = json.loads((summary.run_dir / "best" / "score.json").read_text())
     assert best["score"] == pytest.approx(valid["score"])
     assert best["verified"]["valid"], best  # timed again from scratch in the problem's own sandbox
+
+
+def test_hand_written_triton_kernel_matches_in_the_interpreter():
+    """benchmarks/kernels_triton.py (what kernels_gpu.sh times) is correct, run by Triton's CPU interpreter."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import sys
+sys.path.insert(0, "benchmarks")
+from discover_ttt.problems.kernels.harness import compare
+from discover_ttt.problems.kernels.reference import generate_input, ref_kernel
+import kernels_triton
+for case in [dict(seqlen=8, bs=2, dim=16, hiddendim=16, seed=1, nomask=False, distribution="normal"),
+             dict(seqlen=12, bs=1, dim=32, hiddendim=32, seed=3, nomask=True, distribution="cauchy")]:
+    data = generate_input(**case)
+    print(compare(kernels_triton.custom_kernel(data), ref_kernel(data), 2e-2, 2e-2))
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    root = Path(__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["None", "None"]
