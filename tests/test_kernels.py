@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from discover_ttt.components import build
 from discover_ttt.plugins import get_plugins
 from discover_ttt.problem import Evaluation, Invalid, Program, last_code_block
-
-torch = pytest.importorskip("torch")
 
 PROGRAMS = Path(__file__).parent / "data" / "programs" / "trimul"
 TINY = {"shapes": "tiny", "max_repeats": 3}
@@ -147,7 +146,7 @@ def test_compare_rule():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_tier_times_a_triton_kernel():
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason="the kernels-cuda extra (triton) is not installed")
     from discover_ttt.sandbox import Sandbox
 
     problem = trimul(device="cuda", shapes="tiny", max_repeats=5)
@@ -206,7 +205,7 @@ def test_replay_run_on_trimul(tmp_path, sandbox):
 
 def test_hand_written_triton_kernel_matches_in_the_interpreter():
     """benchmarks/kernels_triton.py (what kernels_gpu.sh times) is correct, run by Triton's CPU interpreter."""
-    pytest.importorskip("triton")
+    pytest.importorskip("triton", reason="the kernels-cuda extra (triton) is not installed")
     import os
     import subprocess
     import sys
