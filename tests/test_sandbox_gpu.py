@@ -50,3 +50,11 @@ def test_bwrap_binds_gpu_devices_only_when_asked():
     i = gpu.index("/dev/nvidia0")
     assert gpu[i - 1] == "--dev-bind-try" and gpu.index("--dev") < i
     assert gpu[gpu.index("/sys") - 1] == "--ro-bind-try"
+
+
+def test_ray_actor_slots_get_the_gpus_ray_assigned():
+    from discover_ttt.sandbox.executors import slot_gpus
+
+    assert slot_gpus([], 4) is None
+    assert slot_gpus([2, 5], 2) == ["2", "5"]
+    assert slot_gpus([3], 2) == ["3", "3"]  # half a GPU per program: two slots share it

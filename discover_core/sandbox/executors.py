@@ -39,6 +39,18 @@ def ray_request(cpus: int, program_resources: dict[str, float] | None = None) ->
     return {k: v for k, v in request.items() if v > 0}
 
 
+def slot_gpus(gpu_ids: list[Any], slots: int) -> list[str] | None:
+    """The ``gpus`` of a node's pool from the GPU ids Ray gave its actor: one per slot, shared in turn
+    when a program asks for a fraction of a GPU; None when the actor has no GPU.
+
+    The sandbox never passes the host's environment on, so Ray's own CUDA_VISIBLE_DEVICES would not
+    reach the programs; the pool sets each slot's instead.
+    """
+    if not gpu_ids:
+        return None
+    return [str(gpu_ids[i % len(gpu_ids)]) for i in range(max(1, int(slots)))]
+
+
 def make_sandbox(settings: dict[str, Any], program_resources: dict[str, float] | None = None):
     """The program pool for a run: ``settings`` is the config's ``sandbox`` section as a dict.
 

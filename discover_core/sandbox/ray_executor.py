@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from .executors import RAY_INSTALL, RayExecutorError, ray_request
+from .executors import RAY_INSTALL, RayExecutorError, ray_request, slot_gpus
 from .runner import _GRACE_S, Sandbox, SandboxError, SandboxResult
 
 try:
@@ -70,6 +70,9 @@ class _NodeSandbox:
     """The actor: a local ``Sandbox`` with ``slots`` workers on one node."""
 
     def __init__(self, settings: dict[str, Any], slots: int) -> None:
+        gpus = slot_gpus(ray.get_gpu_ids(), slots)  # the GPUs Ray gave this actor (program_resources)
+        if gpus is not None:
+            settings = {**settings, "gpus": gpus}
         self.sandbox = Sandbox(workers=slots, **settings)
 
     def ready(self) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class TriMulProblem(Problem):
         threads: int = Field(1, ge=1, description="torch threads per process (give the sandbox the same cpus)")
         starter_code: bool = Field(False, description="seeds carry the reference as a working example program")
         verify_memory_mb: int = Field(8192, ge=256, description="memory of the sandbox that re-checks a best kernel")
+        verify_gpu: int | str = Field(0, description="cuda: the GPU that re-checks run on (keep it off the model's)")
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params if params is not None else self.Params())
@@ -225,7 +226,7 @@ class TriMulProblem(Problem):
                     workers=1,
                     preload=("numpy", "torch", "triton") if cuda else ("numpy", "torch"),
                     memory_limit="rss" if cuda else "address_space",
-                    gpus=[0] if cuda else None,
+                    gpus=[self.params.verify_gpu] if cuda else None,
                 )
                 atexit.register(self.verify_sandbox.close)
             return self.verify_sandbox
