@@ -75,8 +75,8 @@ def test_faster_correct_kernel_is_valid_and_earns_more(outcomes):
     assert isinstance(out["fused"], Evaluation), out["fused"]
     slow, ref = out["slow"], out["reference"]
     assert isinstance(slow, Evaluation), slow
-    # the slow kernel pauses 4 ms per call, far above the tiny shapes' timing noise
-    assert slow.score > ref.score + 3000
+    # the slow kernel pauses 20 ms per call, far above the tiny shapes' timing noise
+    assert slow.score > 20_000 and slow.score > 2 * ref.score
     assert problem.reward(ref.score) > problem.reward(slow.score)
 
 
