@@ -13,6 +13,7 @@ import click
 from .config import ConfigError
 from .errors import UserError
 from .plugins import KINDS, PluginError, get_plugins
+from .records import read_construction
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -76,18 +77,6 @@ def _problem(name: str, params: tuple[str, ...], file: str):
     return build_problem(name, params, file)
 
 
-def _read_construction(problem, file: str) -> Any:
-    try:
-        data = json.loads(Path(file).read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read {file}: {e.strerror or e}.") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{file} is not JSON: {e.msg} at line {e.lineno}.") from None
-    if isinstance(data, dict) and "construction" in data:
-        data = data["construction"]
-    return problem.construction_from_record(data)
-
-
 _PARAM = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A problem parameter.")
 
 
@@ -106,7 +95,7 @@ def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> N
     """
     prob = _problem(problem, params, file)
     try:
-        construction = _read_construction(prob, file)
+        construction = read_construction(prob, file)
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"{file} does not hold a {problem} construction: {e}") from None
     v = prob.verify(construction)
@@ -132,7 +121,7 @@ def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> N
 def plot(problem: str, file: str, params: tuple[str, ...], output: str | None) -> None:
     """Draw the construction in FILE as a PNG."""
     prob = _problem(problem, params, file)
-    construction = _read_construction(prob, file)
+    construction = read_construction(prob, file)
     out = output or str(Path(file).with_suffix(".png"))
     prob.plot(construction, out)
     click.echo(out)

@@ -103,8 +103,16 @@ class LogConfig(_Strict):
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
 
 
+class ProblemSection(Component):
+    """The problem's section: its name and params, and where to start from."""
+
+    # A file holding a construction (a record, a run's best/construction.json, a bare list): the
+    # seeds are that construction, verified first, instead of the problem's random ones.
+    init_from: Path | None = None
+
+
 class Config(_Strict):
-    problem: Component
+    problem: ProblemSection
     backend: Component
     sampler: Component = Component(name="puct")
     estimator: Component = Component(name="entropic_adaptive")
@@ -128,6 +136,8 @@ class LoadedConfig:
         out = self.config.model_dump(mode="json")
         for section, params in self.params.items():
             out[section] = {"name": getattr(self.config, section).name, **params.model_dump(mode="json")}
+        if self.config.problem.init_from is not None:
+            out["problem"]["init_from"] = str(self.config.problem.init_from)
         return out
 
 
@@ -252,6 +262,8 @@ def load_config(
     run = config.run
     if not run.output.is_absolute():
         config.run.output = (base_dir / run.output).resolve()
+    if config.problem.init_from is not None and not config.problem.init_from.is_absolute():
+        config.problem.init_from = (base_dir / config.problem.init_from).resolve()
 
     params: dict[str, BaseModel] = {}
     for section, kind in COMPONENT_KINDS.items():

@@ -136,6 +136,17 @@ class Discovery:
         out = self.hooks.call("on_selected", state, self.rng)
         return out if isinstance(out, State) and out.id == state.id else state
 
+    def _warm_start(self) -> list[State] | None:
+        """Seeds from ``problem.init_from`` (verified; a bad file is a ConfigError), or None."""
+        if self.cfg.problem.init_from is None:
+            return None
+        from .records import warm_start_states
+
+        states = warm_start_states(self.problem, self.cfg.problem.init_from, self.cfg.run.groups)
+        for i, s in enumerate(states):
+            s.id, s.step = f"init{i}", -1
+        return states
+
     def _fresh_states(self, k: int) -> list[State]:
         states = self.hooks.call_before_start("initial_states", self.rng, k, check=check_states(k))
         for s in states:
@@ -146,9 +157,10 @@ class Discovery:
 
     # -- start and resume ---------------------------------------------------------------
     def start(self) -> None:
+        warm = self._warm_start()  # checked before the run directory exists
         self.store.create(self.loaded.resolved())
         self._start_workers()
-        seeds = self._fresh_states(self.cfg.run.groups)
+        seeds = warm if warm is not None else self._fresh_states(self.cfg.run.groups)
         self.sampler.seed(seeds)
         for s in seeds:
             self._maybe_new_best(s, source="seed")

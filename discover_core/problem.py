@@ -256,6 +256,10 @@ class Problem:
         """Whether a valid child may enter the archive (length limits and the like)."""
         return True
 
+    def seed_code(self) -> str:
+        """The last code of a seed made from a saved construction (``problem.init_from``): a starter program, or ""."""
+        return ""
+
     def on_selected(self, state: State, rng: np.random.Generator) -> State:
         """The state a step's rollouts start from, given the one the sampler selected (default: itself).
 

@@ -97,10 +97,17 @@ class AutocorrelationProblem(Problem):
         height, n = float(rng.random()), int(rng.integers(1000, 8000))
         construction = [height] * n
         score = self.bound(check_sequence(construction))
-        code = self.starter.format(budget_s=f"{self.params.budget_s:g}") if self.params.starter_code else ""
         return State(
-            value=self.value(score), score=score, construction=construction, code=code, metrics={RANDOM_SEED: True}
+            value=self.value(score),
+            score=score,
+            construction=construction,
+            code=self.seed_code(),
+            metrics={RANDOM_SEED: True},
         )
+
+    def seed_code(self) -> str:
+        """The starter linear-programming program (with ``starter_code``), else none."""
+        return self.starter.format(budget_s=f"{self.params.budget_s:g}") if self.params.starter_code else ""
 
     def initial_states(self, rng: np.random.Generator, k: int) -> list[State]:
         """One random height repeated U{1000..7999} times, from the run's RNG (the reference's seed)."""

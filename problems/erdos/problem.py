@@ -82,9 +82,12 @@ class ErdosProblem(Problem):
             if h_N.min() < 0.0 or h_N.max() > 1.0:
                 continue
             h_N, c5 = verify_erdos(h_N)
-            code = prompts.STARTER.format(budget_s=f"{self.params.budget_s:g}") if self.params.starter_code else ""
-            states.append(State(value=-c5, score=c5, construction=h_N.tolist(), code=code))
+            states.append(State(value=-c5, score=c5, construction=h_N.tolist(), code=self.seed_code()))
         return states
+
+    def seed_code(self) -> str:
+        """The starter program (with ``starter_code``), else none, as the paper's seeds."""
+        return prompts.STARTER.format(budget_s=f"{self.params.budget_s:g}") if self.params.starter_code else ""
 
     def keep_in_archive(self, state: State) -> bool:
         return state.construction is not None and len(state.construction) <= self.params.max_archive_points
