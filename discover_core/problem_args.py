@@ -15,7 +15,7 @@ import pydantic
 import yaml
 
 from .components import instantiate, params_model
-from .config import ConfigError, apply_overrides, describe_errors
+from .config import ConfigError, ProblemSection, apply_overrides, describe_errors
 from .plugins import get_plugins
 
 
@@ -38,8 +38,9 @@ def run_problem_section(run_dir: Path, name: str) -> dict[str, Any]:
     section = raw.get("problem") if isinstance(raw, dict) else None
     if not isinstance(section, dict):
         raise ConfigError(f"the run's config {path} has no problem section.")
-    section = dict(section)
-    saved = section.pop("name", None)
+    saved = section.get("name")
+    # the section's own keys (name, init_from) are not the problem's parameters
+    section = {k: v for k, v in section.items() if k not in ProblemSection.model_fields}
     if saved != name:
         raise ConfigError(
             f"the file belongs to the run {run_dir}, which ran the problem {saved!r}, not {name!r}; "

@@ -148,7 +148,8 @@ def _run_dir(tmp_path, problem_section):
 
 
 def test_verify_uses_the_runs_problem_parameters(tmp_path, discover_bin):
-    best = _run_dir(tmp_path, {"name": "circle_packing", "n": 2, "strict": True, "target": 1.0})
+    section = {"name": "circle_packing", "n": 2, "strict": True, "target": 1.0, "init_from": "/some/record.json"}
+    best = _run_dir(tmp_path, section)
     p = discover(discover_bin, "verify", "circle_packing", str(best))
     assert p.returncode == 1, p.stdout + p.stderr  # strict, as the run was: the overlap counts
     assert "INVALID" in p.stdout
