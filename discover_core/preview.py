@@ -2,7 +2,8 @@
 
 Prompts are not in the events (they are rebuilt from states); this shows exactly
 what the model would read first: the config's seed states (``run.groups`` of them,
-from ``run.seed``), selected by the configured sampler, rendered by the problem.
+from ``run.seed``, or the warm start of ``problem.init_from``), selected by the
+configured sampler, rendered by the problem.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ def first_prompts(config: str | Path, overrides: list[str] | None = None) -> lis
     """One chat (a list of messages) per group of step 0, in group order."""
     loaded = load_config(config, overrides)
     disc = Discovery(loaded, reporter=Reporter())  # builds problem and sampler only; writes nothing
-    seeds = disc._fresh_states(loaded.config.run.groups)
+    groups = loaded.config.run.groups
+    seeds = disc._warm_start() or disc._fresh_states(groups)  # as Discovery.start, without its run directory
     disc.sampler.seed(seeds)
-    parents = disc.sampler.select(loaded.config.run.groups)
+    parents = [disc._selected(s) for s in disc.sampler.select(groups)]  # as Discovery.run_step
     return [disc.problem.prompt(s) for s in parents]
 
 

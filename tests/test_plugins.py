@@ -120,6 +120,12 @@ def test_prompt_command_shows_the_first_prompt(installed_tutorial, discover_bin)
     assert len(chats) == 2 and all(c[0]["role"] == "user" for c in chats)  # run.groups prompts
     assert "def run():" not in chats[0][0]["content"]  # the replay config has no starter program
     assert not (pkg / "runs" / "spread-2").exists()  # nothing is run or written
+    # a warm start's seeds are what the first prompt shows
+    grid = [[x, y] for x in (0.0, 0.5, 1.0) for y in (0.0, 0.5, 1.0) if (x, y) != (0.5, 0.5)]
+    (pkg / "grid.json").write_text(json.dumps(grid))
+    p = in_package(discover_bin, pkg, target, "prompt", "config.yaml", "--set", "problem.init_from=grid.json")
+    assert p.returncode == 0, p.stderr
+    assert "a smallest distance of 0.500000" in p.stdout
 
 
 def _module(name, **attrs):
