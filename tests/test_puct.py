@@ -240,9 +240,13 @@ def test_a_child_whose_id_was_seen_only_as_an_ancestor_is_archived():
     stranger = State(id="P", value=1.0, parents=["G", "S"])
     p.record(stranger, None)
     assert p.visits("G") == 1 and "G" not in ids(p.states)
+    x = seed.child(id="X", value=3.0, code="x")
+    p.record(seed, x)  # archived before G, with a later slot than G's
     g = State(id="G", value=2.0, code="g", parents=["S"])
     p.record(seed, g)
-    assert "G" in ids(p.states)
+    assert ids(p.states) == ["S", "X", "G"]
+    terms = p._score_terms()
+    assert [p.score(s) for s in p.states] == terms["score"].tolist()  # each state's own score, found by its slot
 
 
 def test_a_single_state_archive_is_selected():
