@@ -7,6 +7,9 @@ base-model log-probs ℓ^base (adapter disabled) and learner log-probs ℓ^θ:
     A_{i,t}    = A_i · mask_{i,t}
     d_{i,t}    = ℓ^samp_{i,t} − ℓ^base_{i,t},   d̄ = mean of d over every masked token of the batch
     A_{i,t}   += λ · mask_{i,t} · (d̄ − d_{i,t})                  (KL shaping, §5.2)
+    or, with ``kl_in_reward`` (the TTRL form: the KL enters the rollout's reward, r_i − λ·K_i):
+    K_i        = Σ_t mask_{i,t} · d_{i,t},   K̄ = mean of K_i over the batch
+    A_{i,t}    = mask_{i,t} · (A_i − λ · (K_i − K̄))
     L(θ)       = − Σ_i Σ_t exp(ℓ^θ_{i,t} − ℓ^samp_{i,t}) · A_{i,t}  (token sum, no clipping, no normalisation, §5.1)
 """
 
@@ -54,11 +57,16 @@ def token_advantages(
     sampler_logprobs: Sequence[torch.Tensor],
     base_logprobs: Sequence[torch.Tensor] | None,
     kl_coef: float,
+    kl_in_reward: bool = False,
 ) -> tuple[list[torch.Tensor], float]:
     """Per-token advantages A_{i,t} (module docstring) and d̄, the sampled-minus-base log-prob mean.
 
     ``masks[i]`` is a float 0/1 tensor over rollout i's completion tokens. Without base
     log-probs (or with λ = 0) there is no shaping and d̄ is reported as nan.
+
+    ``kl_in_reward``: one penalty per rollout instead of per token. Centring K at its batch mean
+    makes A_i − λ(K_i − K̄) the mean-baseline advantage of the penalised reward r_i − λK_i
+    whenever A_i is that of r_i; a batch with equal KL everywhere is left as it is.
     """
     token_adv = [float(a) * m for a, m in zip(advantages, masks, strict=True)]
     if base_logprobs is None or kl_coef == 0:
@@ -66,6 +74,10 @@ def token_advantages(
     d = [(s - b) * m for s, b, m in zip(sampler_logprobs, base_logprobs, masks, strict=True)]
     n_masked = sum(float(m.sum()) for m in masks)
     d_mean = sum(float(x.sum()) for x in d) / max(n_masked, 1.0)
+    if kl_in_reward:
+        kl_i = [float(x.sum()) for x in d]
+        kl_mean = sum(kl_i) / len(kl_i)
+        return [a - kl_coef * (k - kl_mean) * m for a, k, m in zip(token_adv, kl_i, masks, strict=True)], d_mean
     return [a + kl_coef * m * (d_mean - x) for a, x, m in zip(token_adv, d, masks, strict=True)], d_mean
 
 

@@ -40,6 +40,11 @@ class TrainerParams(BaseModel):
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0)
     kl_coef: float = Field(0.1, ge=0, description="λ of the KL shaping of advantages against the frozen base model.")
+    kl_in_reward: bool = Field(
+        False,
+        description="TTRL form: subtract λ·(the rollout's summed KL − its batch mean) from each rollout's advantage "
+        "instead of shaping every token (formula in launch/local/objective.py).",
+    )
     micro_batch_size: int = Field(4, ge=1, description="Rollouts per forward/backward; gradients are summed.")
     gradient_checkpointing: bool = False
     train_forced_tokens: bool = Field(

@@ -119,7 +119,12 @@ class Trainer:
         if self.params.kl_coef > 0:
             base_lp = self.logprobs(sequences, temperature, base=True)
         adv_tok, d_mean = objective.token_advantages(
-            [it.advantage for it in items], sampled_masks, sampler_lp, base_lp, self.params.kl_coef
+            [it.advantage for it in items],
+            sampled_masks,
+            sampler_lp,
+            base_lp,
+            self.params.kl_coef,
+            self.params.kl_in_reward,
         )
         if self.params.train_forced_tokens:  # reference: forced tokens also carry the rollout's advantage
             adv_tok = [a + it.advantage * (1.0 - m) for a, it, m in zip(adv_tok, items, sampled_masks, strict=True)]
