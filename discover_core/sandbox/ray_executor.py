@@ -1,8 +1,9 @@
 """Evaluate programs on a Ray cluster, each still inside our sandbox.
 
-One actor per node (or per group of ``actor_slots`` slots) owns a local ``Sandbox`` pool (fork servers, limits, bwrap where the
-node has it). A program's Ray request is ``{"CPU": sandbox.cpus}`` plus the problem's
-``program_resources``; an actor with ``k`` slots reserves ``k`` times that, where ``k``
+One actor per node (or per group of ``actor_slots`` slots) owns a local ``Sandbox`` pool
+(fork servers, limits, bwrap where the node has it). A program's Ray request is
+``{"CPU": sandbox.cpus}`` plus the problem's ``program_resources``; an actor with ``k``
+slots reserves ``k`` times that, where ``k``
 is the most the node's free resources hold (capped so the cluster runs at most
 ``sandbox.workers`` programs at once). Ray's accounting therefore sees every program's
 share, and a node's GPUs are handed to its programs one request at a time.
@@ -125,6 +126,13 @@ def _capacity(resources: dict[str, float], request: dict[str, float]) -> int:
     return int(min(resources.get(k, 0.0) / v + 1e-9 for k, v in request.items()))
 
 
+def _kill(member: _Member) -> None:
+    try:
+        ray.kill(member.handle, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone, or Ray itself is shutting down
+        pass
+
+
 def _actor_options(node_id: str, request: dict[str, float], slots: int) -> dict[str, Any]:
     total = {k: v * slots for k, v in request.items()}
     options: dict[str, Any] = {
@@ -223,7 +231,7 @@ class RaySandbox:
                 members.append(member)
             except Exception as exc:  # noqa: BLE001 - a node that cannot host the pool is left out
                 log.warning("Ray executor: no sandbox on node %s: %s", member.node_id, exc)
-                ray.kill(member.handle, no_restart=True)
+                _kill(member)
         return members
 
     def _place(self) -> None:
@@ -270,7 +278,7 @@ class RaySandbox:
             with self._cond:
                 if self._closed:
                     for m in fresh:
-                        ray.kill(m.handle, no_restart=True)
+                        _kill(m)
                 else:
                     self._members = [m for m in self._members if m.alive] + fresh
                     self._cond.notify_all()
@@ -284,10 +292,7 @@ class RaySandbox:
             member.alive = False
             self._lost_at[member.node_id] = time.monotonic()
             log.warning("Ray executor: lost the sandbox actor on node %s (%s)", member.node_id, why)
-            try:
-                ray.kill(member.handle, no_restart=True)
-            except Exception:  # noqa: BLE001 - it is gone either way
-                pass
+            _kill(member)
             if not self._healing and not self._closed:
                 self._healing = True
                 threading.Thread(target=self._heal, name="ray-sandbox-heal", daemon=True).start()
@@ -355,15 +360,12 @@ class RaySandbox:
                 raise (cause if isinstance(cause, Exception) else exc) from None  # bad arguments, as locally
             except _LOST as exc:
                 self._lose(member, type(exc).__name__)
-                reasons.append(f"node {member.node_id[:12]}: {type(exc).__name__}")
+                reasons.append(f"the Ray worker on node {member.node_id[:12]} died ({type(exc).__name__})")
                 lost = member
                 continue
             self._checkin(member)
             return SandboxResult(**out)
-        error = "worker lost: the Ray worker running this program died" + (
-            f" ({'; '.join(reasons)})" if reasons else ""
-        )
-        return SandboxResult(False, kind="crash", error=error)
+        return SandboxResult(False, kind="crash", error="worker lost: " + "; then ".join(reasons))
 
     #: many jobs (dicts of ``run`` keyword arguments), ``workers`` at a time; results in order
     map = Sandbox.map
@@ -384,10 +386,7 @@ class RaySandbox:
         except Exception:  # noqa: BLE001 - closing what is already gone
             pass
         for m in live:
-            try:
-                ray.kill(m.handle, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
+            _kill(m)
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
 
