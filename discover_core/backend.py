@@ -9,11 +9,29 @@ This module also holds ``split_final_answer``, the one place where a completion
 of a thinking model is cut into its reasoning and its final answer; every
 backend (and the loop, for completions a backend did not split) uses it, and
 problems parse only the answer.
+
+Sampling progress (one callback for every backend)
+--------------------------------------------------
+``sample`` can take minutes. While it runs a backend reports how far it got by
+calling ``self.report_sampling(done, total, tokens)`` with running totals *for
+the current ``sample`` call*:
+
+- ``done``: rollouts whose text is complete (0 … ``total``);
+- ``total``: rollouts asked for in this call (``len(prompts) * n``);
+- ``tokens``: completion tokens generated so far, finished or not (0 if unknown).
+
+Call it as often as is cheap (every decoding step is fine), from any thread;
+values must not decrease within one call. A backend that never calls it still
+works: the loop reports ``done == total`` when ``sample`` returns. The loop
+installs its listener with ``set_progress``; ``SamplingMeter`` keeps the running
+totals for a backend whose work finishes in pieces (threads, batches, phases).
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,6 +109,41 @@ class Completion:
         }
 
 
+@dataclass(frozen=True)
+class SamplingProgress:
+    """Running totals of one ``sample`` call (see the module docstring)."""
+
+    done: int
+    total: int
+    tokens: int = 0
+
+
+ProgressCallback = Callable[[SamplingProgress], None]
+
+
+class SamplingMeter:
+    """Thread-safe running totals for one ``sample`` call, forwarded to ``backend.report_sampling``.
+
+    ``meter = self.sampling_meter(total)``, then ``meter.add(rollouts=k, tokens=m)``
+    as pieces finish; ``meter.finish()`` at the end marks every rollout done.
+    """
+
+    def __init__(self, backend: Backend, total: int) -> None:
+        self.backend, self.total = backend, total
+        self.done = self.tokens = 0
+        self._lock = threading.Lock()
+        backend.report_sampling(0, total, 0)
+
+    def add(self, rollouts: int = 0, tokens: int = 0) -> None:
+        with self._lock:
+            self.done = min(self.total, self.done + rollouts)
+            self.tokens += tokens
+            self.backend.report_sampling(self.done, self.total, self.tokens)
+
+    def finish(self) -> None:
+        self.add(rollouts=self.total - self.done)
+
+
 @dataclass
 class TrainItem:
     """One rollout for the update: its completion and its scalar advantage."""
@@ -111,6 +164,21 @@ class Backend:
 
     def __init__(self, params: Any = None) -> None:
         self.params = params
+
+    # -- sampling progress (see the module docstring) ------------------------------------
+    _progress: ProgressCallback | None = None
+
+    def set_progress(self, callback: ProgressCallback | None) -> None:
+        """Install the listener ``report_sampling`` forwards to (the loop does this); None removes it."""
+        self._progress = callback
+
+    def report_sampling(self, done: int, total: int, tokens: int = 0) -> None:
+        """Tell the listener how far the current ``sample`` call got (running totals)."""
+        if self._progress is not None:
+            self._progress(SamplingProgress(int(done), int(total), int(tokens)))
+
+    def sampling_meter(self, total: int) -> SamplingMeter:
+        return SamplingMeter(self, total)
 
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
         """``n`` completions for each chat prompt, in order: result[i][j] is rollout j of prompt i."""

@@ -185,6 +185,38 @@ def plugins(as_json: bool) -> None:
             click.echo(f"  {r['name']:<20} {r['distribution']}: {r['error']}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="HTML file to write (default RUN_DIR/report.html)."
+)
+def report(run_dir: str, output: str | None) -> None:
+    """Write a self-contained HTML report of the run in RUN_DIR (finished or in progress)."""
+    from .report import write_report
+
+    click.echo(write_report(run_dir, output))
+
+
+@cli.command()
+@click.argument("directory", default="runs", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def runs(directory: str, as_json: bool) -> None:
+    """A table of the runs under DIRECTORY (default runs/): problem, model, steps, best score, valid rate."""
+    from .report.runs import COLUMNS, cells, run_rows
+
+    rows = run_rows(directory)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*COLUMNS, box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*cells(row))
+    Console(soft_wrap=True).print(table if rows else f"no runs under {directory}")
+
+
 def main() -> None:
     try:
         get_plugins().pm.hook.register_commands(cli=cli)

@@ -101,6 +101,10 @@ class RunConfig(_Strict):
 class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    # experiment trackers, each an optional extra (see discover_ttt.trackers)
+    trackers: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = []
+    project: str = "discover"  # the trackers' project / experiment name
+    wandb_mode: Literal["offline", "online"] | None = None  # None: $WANDB_MODE, else offline
 
 
 class ProblemSection(Component):

@@ -41,12 +41,14 @@ from .guard import (
     check_program,
     check_prompt,
     check_states,
+    finite,
 )
 from .plugins import Plugins, get_plugins
 from .problem import Evaluation, Invalid, Problem, Program
 from .progress import Reporter, make_reporter
 from .state import State
 from .store import RunDirError, RunStore, write_atomic
+from .trackers import open_trackers
 
 log = logging.getLogger("discover")
 
@@ -122,6 +124,8 @@ class Discovery:
 
         if self.backend is None:
             self.backend = self._build("backend")
+            if hasattr(self.backend, "set_progress"):
+                self.backend.set_progress(self.reporter.sampled)
         if self.sandbox is None:
             settings = self.cfg.sandbox.model_dump()
             if self.problem.sandbox_preload:  # e.g. cvxpy, for problems whose programs use it
@@ -299,6 +303,7 @@ class Discovery:
 
     def _evaluate(self, t: int, parents: list[State], rollouts: list[Rollout], failed: dict[int, Invalid]) -> None:
         """Outcome of every rollout; ``failed`` maps groups whose prompt failed to that failure."""
+        self.reporter.evaluating(len(rollouts))
         programs = [failed[r.group] if r.group in failed else self._parse(r.completion) for r in rollouts]
         outcomes: list[Evaluation | Invalid | None] = [None] * len(rollouts)
         todo = []
@@ -319,16 +324,20 @@ class Discovery:
                 grouped = [grouped] * len(idx)
             if isinstance(grouped, list):
                 for i, o in zip(idx, grouped, strict=True):
-                    outcomes[i] = self.hooks.failed("evaluate_group", o) if isinstance(o, BadReturn) else o
+                    outcomes[i] = self._evaluated(
+                        self.hooks.failed("evaluate_group", o) if isinstance(o, BadReturn) else o
+                    )
             else:
                 todo.extend(i for i in idx if isinstance(programs[i], Program))
                 for i in idx:
                     if isinstance(programs[i], Invalid):
-                        outcomes[i] = programs[i]
+                        outcomes[i] = self._evaluated(programs[i])
 
         def one(i: int) -> Evaluation | Invalid:
-            return self.hooks.call_with_deadline(
-                "evaluate", self.sandbox, programs[i], rollouts[i].parent, check=check_outcome
+            return self._evaluated(
+                self.hooks.call_with_deadline(
+                    "evaluate", self.sandbox, programs[i], rollouts[i].parent, check=check_outcome
+                )
             )
 
         pool = ThreadPoolExecutor(max_workers=max(1, self.sandbox.workers))
@@ -358,6 +367,16 @@ class Discovery:
             keep = self.hooks.call("keep_in_archive", state, check=check_bool)
             self._archive_ok[state.id] = keep is True
         return self._archive_ok[state.id]
+
+    def _evaluated(self, outcome: Any) -> Any:
+        """Tell the reporter one rollout is scored (for the live display); returns ``outcome``."""
+        score = finite(outcome.score) if isinstance(outcome, Evaluation) else None
+        try:
+            value = None if score is None else float(self.problem.value(score))
+        except Exception:  # noqa: BLE001 - a broken value() is reported by _settle, not here
+            value = None
+        self.reporter.evaluated(score, value)
+        return outcome
 
     def _settle(self, t: int, r: Rollout, outcome: Evaluation | Invalid | None, program: Program | Invalid) -> None:
         if outcome is None:
@@ -467,17 +486,20 @@ class Discovery:
     # -- the whole run --------------------------------------------------------------------------
     def run(self) -> RunSummary:
         history = []
+        trackers = open_trackers(self.cfg.log, self.store.root, self.loaded.resolved(), self.problem)
         try:
             self.reporter.started(self.cfg, self.step)
             for t in range(self.step, self.cfg.run.steps):
-                self.reporter.step_started(t, self.cfg.run.steps)
+                self.reporter.step_started(t, self.cfg.run.steps, self.best)
                 metrics = self.run_step(t)
                 if (t + 1) % self.cfg.run.save_every == 0 or t + 1 == self.cfg.run.steps:
                     self._checkpoint(t)
                 self.step = t + 1
                 history.append(metrics)
                 self.reporter.step_finished(metrics)
+                trackers.log_step(metrics)
         finally:
+            trackers.close()
             self.reporter.close()
             self.close()
         summary = RunSummary(

@@ -327,6 +327,15 @@ class Problem:
         """Turn a saved file's content (a fixture's ``construction`` or a bare list) into a construction."""
         return record
 
+    def records(self) -> dict[str, float]:
+        """Published scores to compare a run with, ``{who: score}`` (``discover report`` draws them)."""
+        return {}
+
+    def target(self) -> float | None:
+        """The score the run aims at, if the problem names one (default: a ``target`` parameter)."""
+        target = getattr(self.params, "target", None)
+        return None if target is None else float(target)
+
     def plot(self, construction: Any, path: str) -> None:
         """Write a picture of ``construction`` to ``path`` (PNG)."""
         raise NotImplementedError(f"problem {self.name!r} has no picture")

@@ -105,7 +105,7 @@ class OpenAIBackend(Backend):
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
         raise EndpointError(f"{self.url} failed {p.retries + 1} times; last error: {last}")
 
-    def _request(self, messages: list[dict[str, str]], n: int, seed: int | None) -> list[Completion]:
+    def _request(self, messages: list[dict[str, str]], n: int, seed: int | None, meter=None) -> list[Completion]:
         p = self.params
         body: dict[str, Any] = {
             "model": p.model,
@@ -119,6 +119,9 @@ class OpenAIBackend(Backend):
             body["seed"] = seed
         body.update(p.extra_body)
         reply = self._post(body)
+        usage = reply.get("usage") or {}
+        if meter is not None:
+            meter.add(rollouts=n, tokens=int(usage.get("completion_tokens") or 0))
         choices = sorted(reply.get("choices") or [], key=lambda c: c.get("index", 0))
         if len(choices) != n:
             raise EndpointError(f"{self.url} returned {len(choices)} choices for n={n}; set n_per_request: 1.")
@@ -141,8 +144,9 @@ class OpenAIBackend(Backend):
                 self.requests_sent += 1
                 jobs.append((i, messages, k, seed))
                 left -= k
+        meter = self.sampling_meter(len(prompts) * n)
         with ThreadPoolExecutor(max_workers=p.concurrency) as pool:
-            results = list(pool.map(lambda job: self._request(job[1], job[2], job[3]), jobs))
+            results = list(pool.map(lambda job: self._request(job[1], job[2], job[3], meter), jobs))
         out: list[list[Completion]] = [[] for _ in prompts]
         for (i, _, _, _), completions in zip(jobs, results, strict=True):
             out[i].extend(completions)

@@ -87,7 +87,15 @@ class ReplayBackend(Backend):
         return text
 
     def sample(self, prompts, n):
-        return [[Completion(text=self._next()) for _ in range(n)] for _ in prompts]
+        meter = self.sampling_meter(len(prompts) * n)
+        out = []
+        for _ in prompts:
+            group = []
+            for _ in range(n):
+                group.append(Completion(text=self._next()))
+                meter.add(rollouts=1)
+            out.append(group)
+        return out
 
     def save(self, directory: Path) -> None:
         (Path(directory) / "replay.json").write_text(json.dumps({"position": self.position}))

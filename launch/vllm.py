@@ -168,9 +168,16 @@ class VllmBackend(Backend):
         base_seed = call_seed(p.seed, self.sample_calls)
         self.sample_calls += 1
         phase = iter(range(2))  # phase 2 rows get seeds disjoint from phase 1's
+        meter = self.sampling_meter(len(rows))
 
         def generate(batch_rows, budgets):
-            return self._generate(batch_rows, budgets, base_seed + next(phase) * len(rows))
+            k = next(phase)
+            pieces = self._generate(batch_rows, budgets, base_seed + k * len(rows))
+            # the offline engine returns a phase at once: report it as a whole
+            final = p.thinking_budget is None or k == 1
+            done = sum(1 for x in pieces if x.stopped or final)
+            meter.add(rollouts=done, tokens=sum(len(x.tokens) for x in pieces))
+            return pieces
 
         rollouts = sample_with_budget(
             generate,
@@ -181,6 +188,7 @@ class VllmBackend(Backend):
             thinking_budget=p.thinking_budget,
             thinking_style=p.thinking_style,
         )
+        meter.finish()
         return to_completions(self.tokenizer, prompt_rows, rollouts, thinking=p.thinking_budget is not None)
 
     # -- training and refresh ---------------------------------------------------------

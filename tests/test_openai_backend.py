@@ -144,3 +144,13 @@ def test_unreachable_endpoint_fails_with_the_url():
     b = OpenAIBackend(OpenAIParams(base_url="http://127.0.0.1:9/v1", model="m", retries=0, timeout_s=2))
     with pytest.raises(EndpointError, match="127.0.0.1:9"):
         b.sample([chat("p")], 1)
+
+
+def test_sampling_progress_reaches_every_rollout_through_the_callback():
+    seen = []
+    with FakeServer() as srv:
+        b = OpenAIBackend(OpenAIParams(base_url=srv.url, model="m", n_per_request=2, concurrency=2))
+        b.set_progress(seen.append)
+        b.sample([chat("a"), chat("b")], 3)
+    assert seen[0].done == 0 and seen[-1].done == seen[-1].total == 6
+    assert [p.done for p in seen] == sorted(p.done for p in seen) and len(seen) == 1 + 4  # start + one per request

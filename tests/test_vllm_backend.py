@@ -135,3 +135,12 @@ def test_thinking_budget_sends_a_second_request_with_the_forced_text(tmp_path):
     assert n_forced > 0 and out.forced[5 : 5 + n_forced] == [True] * n_forced
     assert b.tokenizer.decode(out.tokens[5 : 5 + n_forced]).rstrip().endswith("</think>")
     assert out.finish_reason == "stop" and out.tokens[-1] == b.tokenizer.eos_token_id
+
+
+def test_sampling_progress_is_reported_per_phase(tmp_path):
+    b = make(tmp_path)
+    seen = []
+    b.set_progress(seen.append)
+    out = b.sample(PROMPTS, 3)
+    assert seen[0].done == 0 and seen[-1].done == seen[-1].total == 6
+    assert seen[-1].tokens == sum(len(c.tokens) for g in out for c in g)

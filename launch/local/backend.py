@@ -83,7 +83,16 @@ class LocalBackend(Backend):
         generator.manual_seed(call_seed(p.seed, self.sample_calls))
         self.sample_calls += 1
 
+        meter = self.sampling_meter(len(rows))
+        phase = iter(range(2))
+
         def generate(batch_rows: list[list[int]], budgets: list[int]):
+            # with a thinking budget, a row that runs out in phase 1 continues in phase 2
+            final = p.thinking_budget is None or next(phase) == 1
+
+            def on_step(tokens: int, stopped: int, exhausted: int) -> None:
+                meter.add(rollouts=stopped + (exhausted if final else 0), tokens=tokens)
+
             pieces = []
             for k in range(0, len(batch_rows), p.sample_batch_size):
                 pieces += decode(
@@ -95,6 +104,7 @@ class LocalBackend(Backend):
                     stop_ids=self.stop_ids,
                     pad_id=int(self.tokenizer.pad_token_id),
                     generator=generator,
+                    on_step=on_step,
                 )
             return pieces
 
@@ -107,6 +117,7 @@ class LocalBackend(Backend):
             thinking_budget=p.thinking_budget,
             thinking_style=p.thinking_style,
         )
+        meter.finish()
         return to_completions(self.tokenizer, prompt_rows, rollouts, thinking=p.thinking_budget is not None)
 
     # -- training ---------------------------------------------------------------------

@@ -66,8 +66,13 @@ def decode(
     stop_ids: set[int],
     pad_id: int,
     generator: torch.Generator,
+    on_step: Callable[[int, int, int], None] | None = None,
 ) -> list[Piece]:
-    """Sample up to ``budgets[b]`` tokens after each token row (left-padded into one batch)."""
+    """Sample up to ``budgets[b]`` tokens after each token row (left-padded into one batch).
+
+    ``on_step(new_tokens, stopped, exhausted)`` after each decoding step: tokens added
+    this step, rows that sampled a stop token, rows that used up their budget.
+    """
     device = next(model.parameters()).device
     # The R rollouts of a prompt share their prompt: prefill each distinct row once, then
     # copy its KV cache to every row that uses it.
@@ -102,7 +107,10 @@ def decode(
         stopped_B = torch.isin(tok_B, stop_T) & ~done_B
         for b in stopped_B.nonzero().flatten().tolist():
             pieces[b].stopped = True
-        done_B = done_B | stopped_B | (budget_B <= step + 1)
+        exhausted_B = (budget_B <= step + 1) & ~done_B & ~stopped_B
+        if on_step is not None:
+            on_step(int((~done_B).sum()), int(stopped_B.sum()), int(exhausted_B.sum()))
+        done_B = done_B | stopped_B | exhausted_B
         if bool(done_B.all()):
             break
         mask_BL = torch.cat([mask_BL, torch.ones((B, 1), dtype=mask_BL.dtype, device=device)], dim=1)

@@ -36,6 +36,12 @@ from .verifier import TOLERANCE, InvalidConstruction, check_packing, packing_met
 RECORDS = {26: 2.635983, 32: 2.939572}
 TARGETS = {26: 2.636, 32: 2.940}
 
+#: the published packings, by n, as recomputed by our verifier where the construction is public
+PUBLISHED = {
+    26: {"AlphaEvolve (2025)": 2.6358627564, "ThetaEvolve (2025)": 2.6359830774, "AlphaEvolve V2": 2.635983},
+    32: {"AlphaEvolve (2025)": 2.9379445262, "AlphaEvolve V2": 2.939572},
+}
+
 PREAMBLE = Path(__file__).with_name("verifier.py").read_text()
 #: strict mode: the programs' own validate_packing() must be as strict as ours
 STRICT_PREAMBLE = PREAMBLE + "\nTOLERANCE = 0.0\n"
@@ -70,6 +76,10 @@ class CirclePackingProblem(Problem):
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params if params is not None else self.Params())
+
+    def records(self) -> dict[str, float]:
+        """Published sums of radii for this n (README, "Published records")."""
+        return dict(PUBLISHED.get(self.params.n, {}))
 
     @property
     def tolerance(self) -> float:
