@@ -25,6 +25,13 @@ def _plt():
     return plt
 
 
+def _steps_axis(ax) -> None:
+    """Steps are whole numbers."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
@@ -45,21 +52,16 @@ def best_score(
     pts = [(s.step, s.step_best_score) for s in steps if s.step_best_score is not None]
     if pts:
         ax.scatter(*zip(*pts, strict=True), color=STEP, s=12, zorder=3, label="best of the step")
+    shades = ["#2c3e50", "#8e44ad", "#d35400", "#16a085", "#7f8c8d"]
     for i, (who, score) in enumerate(sorted(records.items(), key=lambda kv: kv[1])):
-        ax.axhline(score, color="#2c3e50", lw=0.8, ls=(0, (4, 2 + i)), alpha=0.7)
-        ax.annotate(
-            f"{who}: {score:.10g}",
-            (1.0, score),
-            xycoords=("axes fraction", "data"),
-            fontsize=7,
-            va="bottom",
-            ha="right",
-        )
+        # records often lie within 1e-4 of each other: told apart by colour and the legend, not by labels
+        ax.axhline(score, color=shades[i % len(shades)], lw=0.9, ls="--", label=f"{who}: {score:.10g}")
     if target is not None:
         ax.axhline(target, color=TARGET, lw=1.2, label=f"target {target:g}")
     ax.set_xlabel("step")
+    _steps_axis(ax)
     ax.set_ylabel("score" + ("" if maximize is None else (" (higher is better)" if maximize else " (lower is better)")))
-    ax.legend(loc="best", fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.ticklabel_format(axis="y", useOffset=False)
     return _svg(fig)
 
@@ -79,6 +81,7 @@ def validity(steps: list[StepRow]) -> str | None:
         bottom = [b + v for b, v in zip(bottom, share, strict=True)]
     ax.set_ylim(0, 1)
     ax.set_xlabel("step")
+    _steps_axis(ax)
     ax.set_ylabel("share of rollouts")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     return _svg(fig)
@@ -112,6 +115,7 @@ def betas(steps: list[StepRow]) -> str | None:
     ax.scatter(*zip(*pts, strict=True), s=14, color="#2980b9", alpha=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("step")
+    _steps_axis(ax)
     ax.set_ylabel("β per group")
     return _svg(fig)
 
@@ -136,6 +140,7 @@ def lineage(run: RunData, chain: list[Node]) -> str | None:
         for n in path:
             ax.annotate(n.id, (n.step, n.score), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("step the state was made")
+    _steps_axis(ax)
     ax.set_ylabel("score")
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.legend(loc="best", fontsize=8, frameon=False)
