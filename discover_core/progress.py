@@ -18,6 +18,7 @@ mean step duration (or this step's estimate when none finished yet).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -309,8 +310,10 @@ class RichReporter(PlainReporter):
 
 
 def make_reporter(mode: str) -> Reporter:
+    """``auto``: the live display on a terminal; plain lines in CI, a dumb terminal or a log file."""
     if mode == "none":
         return Reporter()
-    if mode == "rich" or (mode == "auto" and sys.stderr.isatty()):
+    terminal = sys.stderr.isatty() and not os.environ.get("CI") and os.environ.get("TERM") != "dumb"
+    if mode == "rich" or (mode == "auto" and terminal):
         return RichReporter()
     return PlainReporter()

@@ -15,6 +15,7 @@ any other. torch and transformers are imported inside the functions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -96,10 +97,22 @@ def quiet_loading():
     was_enabled = hf_logging.is_progress_bar_enabled()
     old_env = os.environ.get("TQDM_DISABLE")
     hf_logging.disable_progress_bar()
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantiser uses tqdm directly
+    os.environ["TQDM_DISABLE"] = "1"  # only seen by a tqdm imported from now on
+    # The GGUF de-quantiser calls tqdm directly, and tqdm reads TQDM_* when it is first
+    # imported (long before this), so its bar is switched off where the loader looks it up.
+    patched = []
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        gguf_utils = None
+    if gguf_utils is not None and hasattr(gguf_utils, "tqdm"):
+        patched.append((gguf_utils, gguf_utils.tqdm))
+        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
     try:
         yield
     finally:
+        for module, original in patched:
+            module.tqdm = original
         if was_enabled:
             hf_logging.enable_progress_bar()
         if old_env is None:

@@ -4,11 +4,12 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from discover_ttt.backend import SamplingProgress
 from discover_ttt.loop import run_config
-from discover_ttt.progress import PlainReporter, RichReporter, fmt_duration
+from discover_ttt.progress import PlainReporter, Reporter, RichReporter, fmt_duration, make_reporter
 
 TOY = Path(__file__).parent / "toy"
 
@@ -107,3 +108,37 @@ def test_a_replay_run_reports_sampling_and_evaluation_of_every_rollout(tmp_path)
     n = next(e for e in cfg if e["type"] == "step")["rollouts"]
     assert f"sampled 1/{n}" in text and f"sampled {n}/{n}" in text
     assert f"evaluated {n}/{n}" in text and "step 1/1" in text and "\r" not in text
+
+
+def test_auto_mode_is_plain_in_ci_and_logs(monkeypatch):
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal
+    assert type(make_reporter("auto")) is PlainReporter
+    assert type(make_reporter("rich")) is RichReporter and type(make_reporter("none")) is Reporter
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stderr", Tty())
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert type(make_reporter("auto")) is RichReporter
+    monkeypatch.setenv("CI", "true")
+    assert type(make_reporter("auto")) is PlainReporter
+
+
+def test_model_loading_prints_no_progress_bars():
+    """The GGUF de-quantiser's tqdm bar would put one long line of carriage returns into a log."""
+    pytest.importorskip("gguf")
+    gguf_utils = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
+    from discover_ttt.launch.models import quiet_loading
+
+    def bar():  # what the loader does: tqdm looked up in its own module
+        buf = io.StringIO()
+        for _ in gguf_utils.tqdm(range(50), file=buf, mininterval=0):
+            pass
+        return buf.getvalue()
+
+    with quiet_loading():
+        assert bar() == ""
+    assert "\r" in bar()  # restored afterwards
