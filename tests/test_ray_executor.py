@@ -60,6 +60,11 @@ def test_local_executor_is_the_default_pool():
         assert type(sb) is Sandbox and sb.run("def run():\n    return 7\n").value == 7
 
 
+def test_an_address_without_the_ray_executor_is_an_error():
+    with pytest.raises(RayExecutorError, match="executor: ray"):
+        make_sandbox({"executor": "local", "address": "auto"})
+
+
 # -- a real local Ray ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():

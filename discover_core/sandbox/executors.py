@@ -63,6 +63,12 @@ def make_sandbox(settings: dict[str, Any], program_resources: dict[str, float] |
     if executor == "local":
         from .runner import Sandbox
 
+        if address is not None:
+            raise RayExecutorError(
+                f"sandbox.address is {address!r} but sandbox.executor is 'local', which runs programs on this "
+                "machine only; set sandbox.executor: ray to use that Ray cluster, or remove sandbox.address."
+            )
+
         return Sandbox(**settings)
     if executor == "ray":
         from .ray_executor import RaySandbox
