@@ -144,3 +144,53 @@ def test_sampling_progress_is_reported_per_phase(tmp_path):
     out = b.sample(PROMPTS, 3)
     assert seen[0].done == 0 and seen[-1].done == seen[-1].total == 6
     assert seen[-1].tokens == sum(len(c.tokens) for g in out for c in g)
+
+
+def test_every_setting_reaches_the_engine_and_each_request(tmp_path):
+    """Values other than the defaults, so that a setting dropped on the way shows."""
+    from discover_ttt.launch.local.backend import call_seed
+    from discover_ttt.launch.local.trainer import Trainer
+
+    params = VllmParams(
+        model="tiny-random",
+        device="cpu",
+        adapter_dir=str(tmp_path),
+        seed=11,
+        temperature=0.6,
+        top_p=0.85,
+        max_new_tokens=7,
+        stop_token_ids=[40, 41],
+        lora_rank=8,
+        max_loras=2,
+        context_window=4096,
+        gpu_memory_utilization=0.33,
+        tensor_parallel_size=2,
+        enable_sleep_mode=True,
+        engine_kwargs={"enforce_eager": True},
+    )
+    trainer = Trainer(params)
+    made = {}
+    engine = FakeLLM(trainer.tokenizer.eos_token_id)
+    api = fake_api()
+    api.LLM = lambda **kwargs: made.update(kwargs) or engine
+    b = VllmBackend(params, trainer=trainer, api=api)
+    assert made == {
+        "model": "tiny-random",
+        "enable_lora": True,
+        "max_lora_rank": 8,
+        "max_loras": 2,
+        "max_model_len": 4096,
+        "gpu_memory_utilization": 0.33,
+        "tensor_parallel_size": 2,
+        "seed": 11,
+        "logprobs_mode": "processed_logprobs",
+        "enable_sleep_mode": True,
+        "enforce_eager": True,
+    }
+    b.sample(PROMPTS, 2)
+    requests = engine.calls[0]["sampling"]
+    for sp in requests:
+        assert (sp.n, sp.temperature, sp.top_p, sp.max_tokens, sp.logprobs) == (1, 0.6, 0.85, 7, 0)
+        assert sp.stop_token_ids == sorted({40, 41, b.tokenizer.eos_token_id}) and sp.skip_special_tokens is False
+    base = call_seed(11, 0)
+    assert [sp.seed for sp in requests] == [(base + k) % 2**63 for k in range(4)]
