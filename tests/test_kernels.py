@@ -144,6 +144,15 @@ def test_compare_rule():
     assert "shape" in compare(ref[:3], ref, 2e-2, 2e-2)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the CUDA tier runs for real below")
+def test_cuda_tier_without_a_gpu_says_so(sandbox):
+    problem = trimul(device="cuda", shapes="tiny")
+    seed = problem.initial_states(np.random.default_rng(0), 1)[0]
+    program = Program((Path(__file__).parents[1] / "benchmarks" / "kernels_triton.py").read_text(), "custom_kernel")
+    outcome = problem.evaluate(program, seed, sandbox)
+    assert isinstance(outcome, Invalid) and "needs a GPU inside the sandbox" in outcome.reason, outcome
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_tier_times_a_triton_kernel():
     pytest.importorskip("triton", reason="the kernels-cuda extra (triton) is not installed")

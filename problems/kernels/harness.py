@@ -176,8 +176,12 @@ def _candidate(submission, spec, buf, chan):
     cuda = spec["device"] == "cuda"
     timer = None
     if cuda:  # before the submission runs, so it cannot widen CUDA_VISIBLE_DEVICES
-        torch.cuda.init()
-        timer = _CudaTimer()
+        try:
+            torch.cuda.init()
+            timer = _CudaTimer()
+        except Exception as exc:  # noqa: BLE001 - no usable GPU: the sandbox's fault, not the program's
+            chan.send({"no_gpu": f"{type(exc).__name__}: {exc}"})
+            return
     watched = _watched()
     module = types.ModuleType("submission")
     module.__file__ = "submission.py"
@@ -340,6 +344,8 @@ class _Checker:
     def run(self):
         spec = self.spec
         loaded = self.receive(spec["load_timeout_s"], "loading the program")
+        if "no_gpu" in loaded:
+            raise _Rejected(f"the CUDA tier needs a GPU inside the sandbox (set sandbox.gpus): {loaded['no_gpu']}")
         if "error" in loaded:
             raise _Rejected(f"the program failed to load:\n{loaded['error']}")
         if loaded.get("patched"):
