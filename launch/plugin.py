@@ -1,5 +1,5 @@
 """Registers the built-in backends. Each backend module keeps its heavy imports
-(torch, transformers, vllm) inside its methods, so listing plugins stays fast."""
+(torch, transformers, vllm, tinker) inside its methods, so listing plugins stays fast."""
 
 from discover_ttt import hookimpl
 
@@ -9,12 +9,14 @@ def register_backends(register):
     from .local import LocalBackend
     from .openai import OpenAIBackend
     from .replay import ReplayBackend
+    from .tinker import TinkerBackend
     from .vllm import VllmBackend
 
     register(ReplayBackend)
     register(LocalBackend)
     register(OpenAIBackend)
     register(VllmBackend)
+    register(TinkerBackend)
 
 
 @hookimpl

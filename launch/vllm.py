@@ -125,10 +125,9 @@ class VllmBackend(Backend):
 
     # -- sampling ---------------------------------------------------------------------
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **self.params.chat_template_kwargs
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        from .local.sampling import chat_prompt_tokens
+
+        return chat_prompt_tokens(self.tokenizer, messages, self.params.chat_template_kwargs)
 
     def _generate(self, rows: list[list[int]], budgets: list[int], base_seed: int):
         from .local.sampling import Piece

@@ -65,10 +65,9 @@ class LocalBackend(Backend):
     # -- prompts ----------------------------------------------------------------------
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat template applied to ``messages``, ending with the assistant header."""
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **self.params.chat_template_kwargs
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        from .sampling import chat_prompt_tokens
+
+        return chat_prompt_tokens(self.tokenizer, messages, self.params.chat_template_kwargs)
 
     # -- sampling ---------------------------------------------------------------------
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:

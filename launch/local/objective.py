@@ -15,7 +15,8 @@ base-model log-probs ℓ^base (adapter disabled) and learner log-probs ℓ^θ:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -79,6 +80,54 @@ def token_advantages(
         kl_mean = sum(kl_i) / len(kl_i)
         return [a - kl_coef * (k - kl_mean) * m for a, k, m in zip(token_adv, kl_i, masks, strict=True)], d_mean
     return [a + kl_coef * m * (d_mean - x) for a, x, m in zip(token_adv, d, masks, strict=True)], d_mean
+
+
+@dataclass
+class Shaped:
+    """What one update needs per kept rollout, built by ``shape_batch`` for every training backend."""
+
+    sampler_logprobs: list[torch.Tensor]  # ℓ^samp over the completion tokens
+    sampled_masks: list[torch.Tensor]  # 1 on sampled tokens, 0 on forced ones (advantage and KL mean)
+    loss_masks: list[torch.Tensor]  # tokens whose ratios are reported (forced ones too in faithful mode)
+    advantages: list[torch.Tensor]  # A_{i,t}, KL shaping included
+    kl_sampler_base: float  # d̄ (nan without shaping)
+
+
+def shape_batch(
+    completions: Sequence,
+    advantages: Sequence[float],
+    base_logprobs: Callable[[], Sequence[torch.Tensor]],
+    kl_coef: float,
+    train_forced_tokens: bool,
+    device: str = "cpu",
+    kl_in_reward: bool = False,
+) -> Shaped:
+    """Per-token advantages of the rollouts in one update, the same for every training backend.
+
+    ``completions`` are ``discover_ttt.backend.Completion`` objects with tokens and sampler
+    log-probs; ``base_logprobs()`` returns ℓ^base of each completion and is called only when
+    λ > 0; ``kl_in_reward`` picks the per-rollout form of the penalty (``token_advantages``).
+    Faithful mode (``train_forced_tokens``) also gives forced tokens the rollout's
+    advantage, as the reference does; they stay out of the KL mean either way.
+    """
+    sampler_lp = [torch.tensor(c.logprobs, dtype=torch.float32, device=device) for c in completions]
+    for c, lp in zip(completions, sampler_lp, strict=True):
+        if len(lp) != len(c.tokens):
+            raise ValueError(
+                f"a completion has {len(c.tokens)} tokens but {len(lp)} sampler log-probs; "
+                "training needs both (backends that see only text cannot be trained on)."
+            )
+    sampled_masks, loss_masks = [], []
+    for c in completions:
+        forced = c.forced or [False] * len(c.tokens)
+        sampled = torch.tensor([0.0 if f else 1.0 for f in forced], dtype=torch.float32, device=device)
+        sampled_masks.append(sampled)
+        loss_masks.append(torch.ones_like(sampled) if train_forced_tokens else sampled)
+    base_lp = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in base_logprobs()] if kl_coef > 0 else None
+    adv_tok, d_mean = token_advantages(advantages, sampled_masks, sampler_lp, base_lp, kl_coef, kl_in_reward)
+    if train_forced_tokens:
+        adv_tok = [a + float(adv) * (1.0 - m) for a, adv, m in zip(adv_tok, advantages, sampled_masks, strict=True)]
+    return Shaped(sampler_lp, sampled_masks, loss_masks, adv_tok, d_mean)
 
 
 def is_loss(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:

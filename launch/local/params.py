@@ -10,7 +10,30 @@ from pydantic import BaseModel, ConfigDict, Field
 ATTENTION_AND_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class TrainerParams(BaseModel):
+class UpdateParams(BaseModel):
+    """The update every training backend shares: adapter rank, objective and Adam (§5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    lora_rank: int = Field(32, ge=1)
+    lr: float = Field(4e-5, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    kl_coef: float = Field(0.1, ge=0, description="λ of the KL shaping of advantages against the frozen base model.")
+    kl_in_reward: bool = Field(
+        False,
+        description="TTRL form: subtract λ·(the rollout's summed KL − its batch mean) from each rollout's advantage "
+        "instead of shaping every token (formula in launch/local/objective.py).",
+    )
+    train_forced_tokens: bool = Field(
+        False,
+        description="Faithful mode: give forced final-answer tokens the rollout's advantage, as the reference does. "
+        "Off by default: forced tokens get advantage 0 and stay out of the loss and the KL mean.",
+    )
+
+
+class TrainerParams(UpdateParams):
     """Model, adapter, objective and optimizer: what the learner needs."""
 
     model_config = ConfigDict(extra="forbid")
@@ -26,9 +49,7 @@ class TrainerParams(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU that supports it, else float32."
     )
-    seed: int = 0
 
-    lora_rank: int = Field(32, ge=1)
     lora_alpha: float = Field(32.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
@@ -36,22 +57,8 @@ class TrainerParams(BaseModel):
         description="Module names the adapter wraps; 'all-linear' lets peft pick every linear layer but the head.",
     )
 
-    lr: float = Field(4e-5, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0)
-    kl_coef: float = Field(0.1, ge=0, description="λ of the KL shaping of advantages against the frozen base model.")
-    kl_in_reward: bool = Field(
-        False,
-        description="TTRL form: subtract λ·(the rollout's summed KL − its batch mean) from each rollout's advantage "
-        "instead of shaping every token (formula in launch/local/objective.py).",
-    )
     micro_batch_size: int = Field(4, ge=1, description="Rollouts per forward/backward; gradients are summed.")
     gradient_checkpointing: bool = False
-    train_forced_tokens: bool = Field(
-        False,
-        description="Faithful mode: give forced final-answer tokens the rollout's advantage, as the reference does. "
-        "Off by default: forced tokens get advantage 0 and stay out of the loss and the KL mean.",
-    )
 
 
 class SamplerParams(BaseModel):

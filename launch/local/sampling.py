@@ -33,6 +33,12 @@ PROMPT_TOO_LONG = "prompt_too_long"
 CONTEXT_MARGIN = 50
 
 
+def chat_prompt_tokens(tokenizer, messages: list[dict[str, str]], template_kwargs: dict) -> list[int]:
+    """The chat template applied to ``messages``, ending with the assistant header, as token ids."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 @dataclass
 class Piece:
     """Tokens sampled for one row, their sampler log-probs, and whether a stop token ended it."""

@@ -99,35 +99,21 @@ class Trainer:
         if not items:
             return {"skipped": 1.0, "rollouts": 0.0, "tokens": 0.0}
         sequences = [(it.completion.prompt_tokens, it.completion.tokens) for it in items]
-        dev = self.device
-        sampler_lp = [torch.tensor(it.completion.logprobs, dtype=torch.float32, device=dev) for it in items]
-        for it, lp in zip(items, sampler_lp, strict=True):
-            if len(lp) != len(it.completion.tokens):
-                raise ValueError(
-                    f"a completion has {len(it.completion.tokens)} tokens but {len(lp)} sampler log-probs; "
-                    "the local trainer needs both (backends that see only text cannot be trained on)."
-                )
-        # sampled_masks: 1 on sampled tokens, 0 on forced ones (advantage and KL mean, §2.3);
-        # loss_masks: the tokens whose ratios are reported (forced ones too in faithful mode).
-        sampled_masks, loss_masks = [], []
-        for it in items:
-            forced = it.completion.forced or [False] * len(it.completion.tokens)
-            sampled = torch.tensor([0.0 if f else 1.0 for f in forced], dtype=torch.float32, device=dev)
-            sampled_masks.append(sampled)
-            loss_masks.append(torch.ones_like(sampled) if self.params.train_forced_tokens else sampled)
-        base_lp = None
-        if self.params.kl_coef > 0:
-            base_lp = self.logprobs(sequences, temperature, base=True)
-        adv_tok, d_mean = objective.token_advantages(
+        shaped = objective.shape_batch(
+            [it.completion for it in items],
             [it.advantage for it in items],
-            sampled_masks,
-            sampler_lp,
-            base_lp,
+            lambda: self.logprobs(sequences, temperature, base=True),
             self.params.kl_coef,
-            self.params.kl_in_reward,
+            self.params.train_forced_tokens,
+            self.device,
+            kl_in_reward=self.params.kl_in_reward,
         )
-        if self.params.train_forced_tokens:  # reference: forced tokens also carry the rollout's advantage
-            adv_tok = [a + it.advantage * (1.0 - m) for a, it, m in zip(adv_tok, items, sampled_masks, strict=True)]
+        sampler_lp, loss_masks, adv_tok, d_mean = (
+            shaped.sampler_logprobs,
+            shaped.loss_masks,
+            shaped.advantages,
+            shaped.kl_sampler_base,
+        )
 
         # transformers checkpoints activations only in train mode; dropout is 0, so train mode
         # changes nothing else for the models we target.

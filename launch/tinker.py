@@ -1,0 +1,463 @@
+"""The ``tinker`` backend: sampling and LoRA training on Tinker, the hosted fine-tuning service.
+
+This is how the paper's results were produced (gpt-oss-120b, LoRA rank 32). Needs the
+optional extra, ``pip install 'discover-ttt[tinker]'``, and a key in ``TINKER_API_KEY``;
+the model runs on the service, this process only renders prompts and builds the update.
+The SDK is imported when the backend is built, not when this module is imported.
+
+One RL step (reference-algorithm §2.1, §9.2):
+
+1. ``sample``: a sampling client of the current weights
+   (``TrainingClient.save_weights_and_get_sampling_client``), made afresh after every
+   update; prompts are rendered here with the model's chat template and sent as token
+   ids; ``SamplingClient.sample`` returns tokens, their log-probs and the stop reason.
+   The two-phase thinking budget is the one the local and vLLM backends use
+   (``launch/local/sampling.py``): a rollout that reached the budget without starting its
+   answer gets the forced text and a second request.
+2. ``train``: per-token advantages A_{i,t}, KL shaping included, are built by
+   ``objective.shape_batch``, the function the local trainer calls (ℓ^base from a
+   base-model sampling client's ``compute_logprobs``). One ``Datum`` per rollout (input =
+   prompt + completion[:−1], targets shifted by one, sampler log-probs and advantages 0
+   on prompt positions), then ``forward_backward(data, loss_fn="importance_sampling")``,
+   whose loss is − Σ_i Σ_t exp(ℓ^θ_{i,t} − ℓ^samp_{i,t}) · A_{i,t}, and one
+   ``optim_step(AdamParams(4e-5, 0.9, 0.95, 1e-8))``, both submitted before either is
+   awaited.
+3. ``save``: ``save_state`` on the service; the returned ``tinker://`` path and the sample
+   call counter go into the run's checkpoint. ``load`` restores weights and Adam moments
+   with ``create_training_client_from_state_with_optimizer``.
+
+Failures: calls that can be repeated safely (sampling, log-probs, saving, making clients)
+are retried on connection errors, timeouts, 429 and 5xx with doubling back-off, then end
+in ``TinkerServiceError``. A training step is never retried (the service may have applied
+part of it): it fails at once, and ``discover resume`` continues from the last checkpoint,
+which the loop never touches before the next one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field, model_validator
+
+from discover_ttt.backend import Backend, Completion, TrainItem
+from discover_ttt.errors import UserError
+
+from .local.backend import call_seed
+from .local.params import SamplerParams, UpdateParams
+
+log = logging.getLogger("discover")
+
+INSTALL_HINT = "pip install 'discover-ttt[tinker]'"
+STATE_FILE = "tinker_state.json"
+#: Error classes of the SDK worth retrying: the request may succeed a moment later.
+TRANSIENT = ("APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError", "TimeoutError")
+
+#: Every SDK name this module uses, with the keyword arguments it passes. The contract test
+#: checks each against the installed ``tinker`` (``inspect.signature``), so an SDK change
+#: fails CI instead of a run; the fake used by the other tests records its calls, and they
+#: must all be listed here.
+SDK_CALLS: dict[str, tuple[str, ...]] = {
+    "ServiceClient": ("api_key", "base_url"),
+    "ServiceClient.create_lora_training_client": (
+        "base_model",
+        "rank",
+        "seed",
+        "train_mlp",
+        "train_attn",
+        "train_unembed",
+    ),
+    "ServiceClient.create_training_client_from_state_with_optimizer": ("path",),
+    "ServiceClient.create_sampling_client": ("base_model",),
+    "ServiceClient.close": ("status",),
+    "TrainingClient.save_weights_and_get_sampling_client": (),
+    "TrainingClient.forward_backward": ("data", "loss_fn"),
+    "TrainingClient.optim_step": ("optim_params",),
+    "TrainingClient.save_state": ("name", "overwrite"),
+    "TrainingClient.get_tokenizer": (),
+    "SamplingClient.sample": ("prompt", "num_samples", "sampling_params"),
+    "SamplingClient.compute_logprobs": ("prompt",),
+    "ModelInput.from_ints": ("tokens",),
+    "SamplingParams": ("max_tokens", "seed", "stop", "temperature", "top_p"),
+    "AdamParams": ("learning_rate", "beta1", "beta2", "eps"),
+    "Datum": ("model_input", "loss_fn_inputs"),
+    "TensorData.from_numpy": ("array",),
+}
+
+
+class TinkerNotInstalled(UserError, ImportError):
+    """The Tinker SDK is missing: the ``tinker`` extra is not installed."""
+
+
+class TinkerServiceError(UserError):
+    """A Tinker call failed (after retries, where retrying is safe)."""
+
+
+def _tinker_api() -> Any:
+    """The ``tinker`` module (a function, so tests can hand in a fake)."""
+    try:
+        import tinker
+    except ImportError as e:
+        raise TinkerNotInstalled(
+            f"the 'tinker' backend needs the Tinker SDK, which is not installed here ({e}). Install the extra "
+            f"with {INSTALL_HINT}, or use backend 'local', 'vllm' or 'openai'."
+        ) from None
+    return tinker
+
+
+class TinkerParams(UpdateParams, SamplerParams):
+    """The shared update (rank, Adam, λ) and sampling (budgets, chat template), plus the service's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("openai/gpt-oss-120b", description="Base model on the service (Tinker's model name).")
+    tokenizer: str | None = Field(
+        None,
+        description="Local tokenizer folder; default: the service's (TrainingClient.get_tokenizer, which may "
+        "download it from the Hugging Face hub once).",
+    )
+    train_attn: bool = True
+    train_mlp: bool = True
+    train_unembed: bool = Field(True, description="LoRA on the unembedding too, as the paper (Tinker's default).")
+    sample_batch_size: int = Field(64, ge=1, description="Sample requests in flight at once.")
+    api_key_env: str = Field("TINKER_API_KEY", description="NAME of the environment variable holding the key.")
+    base_url: str | None = Field(None, description="Service URL; default the SDK's (TINKER_BASE_URL or production).")
+    retries: int = Field(4, ge=0, description="Retries of a failed call that is safe to repeat.")
+    backoff_s: float = Field(2.0, ge=0, description="First back-off; doubled after each retry.")
+    timeout_s: float = Field(3600.0, gt=0, description="Longest wait for one result from the service.")
+
+    @model_validator(mode="after")
+    def _service_scores_at_t1(self) -> TinkerParams:
+        # The service's importance-sampling loss and compute_logprobs score tokens under the
+        # untempered model, so the ratio exp(ℓ^θ − ℓ^samp) is only right when sampling is too.
+        if self.temperature != 1.0 or self.top_p != 1.0:
+            raise ValueError(
+                f"the tinker backend trains with temperature 1 and top_p 1 only (got {self.temperature}, "
+                f"{self.top_p}): the service scores tokens under the untempered model."
+            )
+        return self
+
+
+def _ready(x: Any) -> Any:
+    """A client from a client-creation call: newer SDKs return a future of it, older ones the client."""
+    result = getattr(type(x), "result", None)
+    return x.result() if callable(result) else x
+
+
+class TinkerBackend(Backend):
+    """Samples from and trains a LoRA adapter of ``params.model`` on the Tinker service.
+
+    ``api`` replaces the ``tinker`` module (tests pass an in-process fake); the key is read
+    from the environment variable ``params.api_key_env`` and handed to ``ServiceClient``.
+    """
+
+    name: ClassVar[str] = "tinker"
+    can_train: ClassVar[bool] = True
+    Params = TinkerParams
+
+    def __init__(self, params: TinkerParams | None = None, *, api: Any = None, tokenizer: Any = None) -> None:
+        params = params or TinkerParams()
+        super().__init__(params)
+        self.failed = False
+        self.api = api or _tinker_api()  # first, so a missing SDK is reported before the key
+        key = os.environ.get(params.api_key_env)
+        if not key:
+            raise UserError(
+                f"the tinker backend needs an API key in the environment variable {params.api_key_env}, which is "
+                f"not set. Create a key in the Tinker console, then `export {params.api_key_env}=...` (keys never go "
+                "in a config file), or choose another backend."
+            )
+        self.service = self._call("connecting", lambda: self.api.ServiceClient(api_key=key, base_url=params.base_url))
+        self.training = self._call(
+            f"creating a LoRA training client of {params.model}",
+            lambda: _ready(
+                self.service.create_lora_training_client(
+                    base_model=params.model,
+                    rank=params.lora_rank,
+                    seed=params.seed,
+                    train_mlp=params.train_mlp,
+                    train_attn=params.train_attn,
+                    train_unembed=params.train_unembed,
+                )
+            ),
+        )
+        if tokenizer is None and params.tokenizer:
+            from .models import load_tokenizer
+
+            tokenizer = load_tokenizer(params.tokenizer)
+        if tokenizer is None:
+            tokenizer = self._call("loading the tokenizer", self.training.get_tokenizer)
+        self.tokenizer = tokenizer
+        self.stop_ids = sorted({int(tokenizer.eos_token_id), *params.stop_token_ids})
+        self.sampler = None  # sampling client of the current weights; None after every update
+        self.base_sampler = None
+        self.sample_calls = 0
+        self.train_steps = 0
+        self.tag = uuid.uuid4().hex[:8]  # names this run's saved states on the service
+
+    # -- calling the service ------------------------------------------------------------
+    def _call(self, what: str, fn, *, retry: bool = True):
+        """``fn()``, retried with doubling back-off on transient errors; a UserError naming ``what`` otherwise."""
+        attempts = 1 + (self.params.retries if retry else 0)
+        for k in range(attempts):
+            try:
+                return fn()
+            except (TypeError, AttributeError, NameError, AssertionError):
+                raise  # a bug here or an SDK whose interface changed: keep the traceback
+            except Exception as e:  # every service failure becomes one clear error
+                transient = type(e).__name__ in TRANSIENT
+                if transient and k + 1 < attempts:
+                    wait = self.params.backoff_s * 2**k
+                    log.warning("tinker: %s failed (%s: %s); retrying in %.0f s", what, type(e).__name__, e, wait)
+                    time.sleep(wait)
+                    continue
+                tried = f" after {k + 1} attempts" if k else ""
+                hint = (
+                    " A training step is not retried, since the service may have applied part of it."
+                    if not retry
+                    else ""
+                )
+                self.failed = True
+                raise TinkerServiceError(
+                    f"Tinker failed while {what}{tried}: {type(e).__name__}: {e}.{hint} The run keeps its last "
+                    "checkpoint; `discover resume <run directory>` continues from it once the service answers."
+                ) from e
+        raise AssertionError("unreachable")
+
+    def _wait(self, future):
+        return future.result(timeout=self.params.timeout_s)
+
+    # -- sampling ---------------------------------------------------------------------
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        from .local.sampling import chat_prompt_tokens
+
+        return chat_prompt_tokens(self.tokenizer, messages, self.params.chat_template_kwargs)
+
+    def _sampling_client(self):
+        if self.sampler is None:
+            self.sampler = self._call(
+                "publishing the current weights for sampling",
+                lambda: _ready(self.training.save_weights_and_get_sampling_client()),
+            )
+        return self.sampler
+
+    def _generate(self, rows: list[list[int]], budgets: list[int], base_seed: int, meter, final: bool):
+        """One request per run of identical (row, budget) pairs, ``num_samples`` = the run's length;
+        progress goes to ``meter`` as responses arrive (``final``: no later phase for these rows)."""
+        from .local.sampling import Piece
+
+        api, p = self.api, self.params
+        client = self._sampling_client()
+        runs: list[tuple[list[int], int, int]] = []  # (row, budget, count)
+        for row, budget in zip(rows, budgets, strict=True):
+            if runs and runs[-1][0] == row and runs[-1][1] == budget:
+                runs[-1] = (row, budget, runs[-1][2] + 1)
+            else:
+                runs.append((list(row), budget, 1))
+
+        def request(k: int):
+            row, budget, count = runs[k]
+            sp = api.SamplingParams(
+                max_tokens=budget, seed=(base_seed + k) % 2**63, stop=self.stop_ids, temperature=1.0, top_p=1.0
+            )
+            return client.sample(prompt=api.ModelInput.from_ints(tokens=row), num_samples=count, sampling_params=sp)
+
+        def submit(k: int):
+            try:
+                return request(k)
+            except Exception:  # noqa: BLE001 - asked again, with retries and a clear error, when awaited
+                return None
+
+        pieces: list[Piece] = []
+        for start in range(0, len(runs), p.sample_batch_size):
+            ks = range(start, min(start + p.sample_batch_size, len(runs)))
+            in_flight = {k: submit(k) for k in ks}  # every request is sent before the first wait
+            for k in ks:
+                pending = [in_flight.pop(k)]  # the first attempt waits on the request already sent
+
+                def attempt(k=k, pending=pending):
+                    future = pending.pop() if pending else None
+                    return self._wait(future if future is not None else request(k))
+
+                response = self._call("sampling", attempt)
+                seqs = list(response.sequences)
+                if len(seqs) != runs[k][2]:
+                    raise TinkerServiceError(f"Tinker returned {len(seqs)} samples where {runs[k][2]} were asked for.")
+                for seq in seqs:
+                    tokens, logprobs = list(seq.tokens), seq.logprobs
+                    if logprobs is None or len(logprobs) != len(tokens):
+                        raise TinkerServiceError("Tinker returned a sample without per-token log-probs.")
+                    pieces.append(Piece(tokens, [float(x) for x in logprobs], seq.stop_reason == "stop"))
+                    meter.add(rollouts=int(final or seq.stop_reason == "stop"), tokens=len(tokens))
+        return pieces
+
+    def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
+        from .local.sampling import sample_with_budget, to_completions
+
+        p = self.params
+        prompt_rows = [self.prompt_tokens(m) for m in prompts]
+        rows = [row for row in prompt_rows for _ in range(n)]  # prompt i's rollouts are rows i*n … i*n+n−1
+        base_seed = call_seed(p.seed, self.sample_calls)
+        self.sample_calls += 1
+        meter = self.sampling_meter(len(rows))
+        phase = iter(range(2))
+
+        def generate(batch_rows, budgets):
+            k = next(phase)  # phase 2 requests get seeds disjoint from phase 1's
+            final = p.thinking_budget is None or k == 1  # else a row that ran out goes on in phase 2
+            return self._generate(batch_rows, budgets, base_seed + k * len(rows), meter, final)
+
+        rollouts = sample_with_budget(
+            generate,
+            rows,
+            self.tokenizer,
+            max_new_tokens=p.max_new_tokens,
+            context_window=p.context_window,
+            thinking_budget=p.thinking_budget,
+            thinking_style=p.thinking_style,
+        )
+        meter.finish()
+        return to_completions(self.tokenizer, prompt_rows, rollouts, thinking=p.thinking_budget is not None)
+
+    # -- training -----------------------------------------------------------------------
+    def base_logprobs(self, completions: list[Completion]) -> list[list[float]]:
+        """ℓ^base of each completion's tokens: the base model's ``compute_logprobs`` of prompt + completion."""
+        api = self.api
+        if self.base_sampler is None:
+            self.base_sampler = self._call(
+                "creating a base-model sampling client",
+                lambda: _ready(self.service.create_sampling_client(base_model=self.params.model)),
+            )
+        client = self.base_sampler
+
+        def one(c: Completion):
+            seq = api.ModelInput.from_ints(tokens=list(c.prompt_tokens) + list(c.tokens))
+            return self._wait(client.compute_logprobs(prompt=seq))
+
+        out = []
+        for c in completions:
+            lp = self._call("computing base-model log-probs", lambda c=c: one(c))[len(c.prompt_tokens) :]
+            if len(lp) != len(c.tokens) or any(x is None for x in lp):
+                raise TinkerServiceError("Tinker returned no base-model log-prob for some completion token.")
+            out.append([float(x) for x in lp])
+        return out
+
+    def datum(self, completion: Completion, sampler_lp, advantages):
+        """input = prompt + completion[:−1]; targets shifted by one; prompt positions carry 0."""
+        import numpy as np
+
+        api = self.api
+        tokens = list(completion.prompt_tokens) + list(completion.tokens)
+        pad = np.zeros(len(completion.prompt_tokens) - 1, dtype=np.float32)
+        inputs = {
+            "target_tokens": np.asarray(tokens[1:], dtype=np.int64),
+            "logprobs": np.concatenate([pad, np.asarray(sampler_lp, dtype=np.float32)]),
+            "advantages": np.concatenate([pad, np.asarray(advantages, dtype=np.float32)]),
+        }
+        return api.Datum(
+            model_input=api.ModelInput.from_ints(tokens=tokens[:-1]),
+            loss_fn_inputs={k: api.TensorData.from_numpy(array=v) for k, v in inputs.items()},
+        )
+
+    def train(self, batch: list[TrainItem]) -> dict[str, float]:
+        import numpy as np
+
+        from .local import objective
+
+        start = time.perf_counter()
+        items = [it for it in batch if it.completion.tokens]
+        if not items:
+            return {"skipped": 1.0, "rollouts": 0.0, "tokens": 0.0}
+        completions = [it.completion for it in items]
+        p = self.params
+        shaped = objective.shape_batch(
+            completions,
+            [it.advantage for it in items],
+            lambda: self.base_logprobs(completions),
+            p.kl_coef,
+            p.train_forced_tokens,
+            kl_in_reward=p.kl_in_reward,
+        )
+        data = [
+            self.datum(c, lp.numpy(), adv.numpy())
+            for c, lp, adv in zip(completions, shaped.sampler_logprobs, shaped.advantages, strict=True)
+        ]
+        adam = self.api.AdamParams(learning_rate=p.lr, beta1=p.betas[0], beta2=p.betas[1], eps=p.eps)
+
+        def step():
+            fb = self.training.forward_backward(data=data, loss_fn="importance_sampling")
+            opt = self.training.optim_step(optim_params=adam)  # submitted before either is awaited
+            return self._wait(fb), self._wait(opt)
+
+        fb_out, _ = self._call(f"training step {self.train_steps}", step, retry=False)
+        self.sampler = None  # the next sample call publishes the new weights
+        self.train_steps += 1
+        # ℓ^θ the service computed (before the step) against ℓ^samp: the on-policy check.
+        gaps, ratios = [], []
+        for out, c, lp, m in zip(
+            fb_out.loss_fn_outputs, completions, shaped.sampler_logprobs, shaped.loss_masks, strict=True
+        ):
+            learner = np.asarray(out["logprobs"].to_numpy(), dtype=np.float64)[len(c.prompt_tokens) - 1 :]
+            keep = m.numpy() > 0
+            log_ratio = learner[keep] - lp.numpy()[keep]
+            gaps.append(np.abs(log_ratio))
+            ratios.append(np.exp(log_ratio))
+        ratio = np.concatenate(ratios) if ratios else np.zeros(0)
+        loss = fb_out.metrics.get("loss:sum")
+        return {
+            "loss": float(loss) if loss is not None else float("nan"),
+            "kl_sampler_base": shaped.kl_sampler_base,
+            "ratio_mean": float(ratio.mean()) if len(ratio) else float("nan"),
+            "ratio_max": float(ratio.max()) if len(ratio) else float("nan"),
+            "logprob_gap": float(np.concatenate(gaps).mean()) if len(ratio) else float("nan"),
+            "rollouts": float(len(items)),
+            "tokens": float(sum(float(m.sum()) for m in shaped.loss_masks)),
+            "train_seconds": time.perf_counter() - start,
+        }
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        name = f"discover-{self.tag}-{self.train_steps:05d}"
+        # overwrite: a run killed after this save but before its checkpoint was complete
+        # redoes the step under the same name.
+        saved = self._call(
+            f"saving state {name}", lambda: self._wait(self.training.save_state(name=name, overwrite=True))
+        )
+        state = {
+            "state_path": saved.path,
+            "base_model": self.params.model,
+            "sample_calls": self.sample_calls,
+            "train_steps": self.train_steps,
+            "tag": self.tag,
+        }
+        (Path(directory) / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+    def load(self, directory: Path) -> None:
+        state = json.loads((Path(directory) / STATE_FILE).read_text())
+        if state["base_model"] != self.params.model:
+            raise UserError(
+                f"the checkpoint in {directory} trained {state['base_model']}, but backend.model is "
+                f"{self.params.model}; resume with the model the run started with."
+            )
+        path = state["state_path"]
+        self.training = self._call(
+            f"restoring weights and optimizer from {path}",
+            lambda: _ready(self.service.create_training_client_from_state_with_optimizer(path=path)),
+        )
+        self.sampler = None
+        self.sample_calls = int(state["sample_calls"])
+        self.train_steps = int(state["train_steps"])
+        self.tag = state["tag"]
+
+    def close(self) -> None:
+        """End the service session (its saved states stay); best effort, a run is over either way."""
+        self.sampler = self.base_sampler = None
+        try:
+            self._wait(self.service.close(status="errored" if self.failed else "success"))
+        except Exception as e:  # noqa: BLE001
+            log.warning("tinker: closing the session failed (%s: %s)", type(e).__name__, e)
