@@ -40,6 +40,7 @@ import logging
 import os
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -124,7 +125,7 @@ class TinkerParams(UpdateParams, SamplerParams):
     train_attn: bool = True
     train_mlp: bool = True
     train_unembed: bool = Field(True, description="LoRA on the unembedding too, as the paper (Tinker's default).")
-    sample_batch_size: int = Field(64, ge=1, description="Sample requests in flight at once.")
+    sample_batch_size: int = Field(64, ge=1, description="Requests in flight at once (samples, base log-probs).")
     api_key_env: str = Field("TINKER_API_KEY", description="NAME of the environment variable holding the key.")
     base_url: str | None = Field(None, description="Service URL; default the SDK's (TINKER_BASE_URL or production).")
     retries: int = Field(4, ge=0, description="Retries of a failed call that is safe to repeat.")
@@ -232,6 +233,28 @@ class TinkerBackend(Backend):
     def _wait(self, future):
         return future.result(timeout=self.params.timeout_s)
 
+    def _gather(self, what: str, requests: list) -> list:
+        """Results of ``requests`` (each sends one call and returns its future), in order: all
+        are sent before the first wait; one that fails is sent again under ``_call``'s retries."""
+
+        def send(request):
+            try:
+                return request()
+            except Exception:  # noqa: BLE001 - sent again below, with retries and a clear error
+                return None
+
+        in_flight = [send(r) for r in requests]
+        out = []
+        for request, future in zip(requests, in_flight, strict=True):
+            pending = [future]
+
+            def attempt(request=request, pending=pending):
+                first = pending.pop() if pending else None
+                return self._wait(first if first is not None else request())
+
+            out.append(self._call(what, attempt))
+        return out
+
     # -- sampling ---------------------------------------------------------------------
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         from .local.sampling import chat_prompt_tokens
@@ -267,24 +290,10 @@ class TinkerBackend(Backend):
             )
             return client.sample(prompt=api.ModelInput.from_ints(tokens=row), num_samples=count, sampling_params=sp)
 
-        def submit(k: int):
-            try:
-                return request(k)
-            except Exception:  # noqa: BLE001 - asked again, with retries and a clear error, when awaited
-                return None
-
         pieces: list[Piece] = []
         for start in range(0, len(runs), p.sample_batch_size):
             ks = range(start, min(start + p.sample_batch_size, len(runs)))
-            in_flight = {k: submit(k) for k in ks}  # every request is sent before the first wait
-            for k in ks:
-                pending = [in_flight.pop(k)]  # the first attempt waits on the request already sent
-
-                def attempt(k=k, pending=pending):
-                    future = pending.pop() if pending else None
-                    return self._wait(future if future is not None else request(k))
-
-                response = self._call("sampling", attempt)
+            for k, response in zip(ks, self._gather("sampling", [partial(request, k) for k in ks]), strict=True):
                 seqs = list(response.sequences)
                 if len(seqs) != runs[k][2]:
                     raise TinkerServiceError(f"Tinker returned {len(seqs)} samples where {runs[k][2]} were asked for.")
@@ -335,16 +344,20 @@ class TinkerBackend(Backend):
             )
         client = self.base_sampler
 
-        def one(c: Completion):
-            seq = api.ModelInput.from_ints(tokens=list(c.prompt_tokens) + list(c.tokens))
-            return self._wait(client.compute_logprobs(prompt=seq))
+        def request(c: Completion):
+            return client.compute_logprobs(
+                prompt=api.ModelInput.from_ints(tokens=list(c.prompt_tokens) + list(c.tokens))
+            )
 
         out = []
-        for c in completions:
-            lp = self._call("computing base-model log-probs", lambda c=c: one(c))[len(c.prompt_tokens) :]
-            if len(lp) != len(c.tokens) or any(x is None for x in lp):
-                raise TinkerServiceError("Tinker returned no base-model log-prob for some completion token.")
-            out.append([float(x) for x in lp])
+        for start in range(0, len(completions), self.params.sample_batch_size):
+            chunk = completions[start : start + self.params.sample_batch_size]
+            results = self._gather("computing base-model log-probs", [partial(request, c) for c in chunk])
+            for c, logprobs in zip(chunk, results, strict=True):
+                lp = logprobs[len(c.prompt_tokens) :]
+                if len(lp) != len(c.tokens) or any(x is None for x in lp):
+                    raise TinkerServiceError("Tinker returned no base-model log-prob for some completion token.")
+                out.append([float(x) for x in lp])
         return out
 
     def datum(self, completion: Completion, sampler_lp, advantages):

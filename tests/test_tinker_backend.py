@@ -215,11 +215,13 @@ def test_load_refuses_another_model(tmp_path):
         make(tmp_path, model="other").load(tmp_path / "ckpt")
 
 
-def test_transient_errors_are_retried_then_named(tmp_path, caplog):
-    b = make(tmp_path, retries=2)
+def test_transient_errors_are_retried_then_named(tmp_path, caplog, monkeypatch):
+    waits = []
+    monkeypatch.setattr(tinker_backend.time, "sleep", waits.append)
+    b = make(tmp_path, retries=2, backoff_s=1.5)
     b.api.failures["SamplingClient.sample"] = [RateLimitError("slow down"), APIConnectionError("reset")]
     assert len(b.sample(PROMPTS[:1], 2)[0]) == 2
-    assert "retrying" in caplog.text
+    assert "retrying" in caplog.text and waits == [1.5, 3.0]  # doubling back-off
     b.api.failures["SamplingClient.sample"] = [RateLimitError("slow down")] * 3
     with pytest.raises(TinkerServiceError, match=r"while sampling after 3 attempts: RateLimitError.*discover resume"):
         b.sample(PROMPTS[:1], 2)
