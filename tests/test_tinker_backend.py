@@ -79,7 +79,11 @@ def test_one_request_per_prompt_with_token_logprobs_and_distinct_seeds(tmp_path)
     sent = []
     real = b._sampling_client().sample
     b.sampler.sample = lambda **kw: sent.append(kw) or real(**kw)
+    progress = []
+    b.set_progress(progress.append)
     out = b.sample(PROMPTS, 3)
+    assert [(x.done, x.total) for x in progress][:1] == [(0, 6)] and progress[-1].done == 6
+    assert progress[-1].tokens == sum(len(c.tokens) for g in out for c in g)  # reported as responses arrive
     assert [kw["prompt"].to_ints() for kw in sent] == [b.prompt_tokens(p) for p in PROMPTS]
     assert [kw["num_samples"] for kw in sent] == [3, 3]
     sp = sent[0]["sampling_params"]
