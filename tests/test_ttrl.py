@@ -67,8 +67,6 @@ def test_the_example_problem_rewards_agreement_through_the_loop(tmp_path):
     adv = [e["advantage"] for e in rollouts]
     assert adv[0] == adv[1] > 0 > adv[2] == adv[3] == adv[4]
     # a rollout evaluated alone is a group of one
-    from majority_problem import TenthPrime
-
     with disc.sandbox.__class__(timeout_s=5, workers=1, isolation="none", preload=("numpy",)) as sb:
-        alone = TenthPrime(TenthPrime.Params()).evaluate(Program("def run():\n    return 31\n"), None, sb)
+        alone = disc.problem.evaluate(Program("def run():\n    return 31\n"), None, sb)
     assert alone.score == 1.0 and alone.construction == 31
