@@ -28,7 +28,7 @@ class DiscoverGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            _fail(str(e))
+            _fail(str(e), getattr(e, "exit_code", 2))
         except KeyboardInterrupt:
             _fail("interrupted; the run directory keeps every completed step (continue with --resume).", 130)
 

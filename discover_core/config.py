@@ -293,3 +293,33 @@ def load_config(
             raise ConfigError(_format_errors(source, [section], e, model)) from None
         params[section] = _resolve_paths(validated, base_dir)
     return LoadedConfig(config=config, params=params, source=source, base_dir=base_dir, raw=raw)
+
+
+# -- what a resume may change ------------------------------------------------------------
+#: keys (or whole sections, ending in ".") a resumed run may change: they alter how long it
+#: runs, how it reports and how many programs run at once, never what the steps compute
+SAFE_ON_RESUME = ("run.steps", "run.save_every", "run.keep_checkpoints", "run.output", "log.", "sandbox.workers")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(unsafe, safe) dotted keys whose values differ between a saved resolved config and a new one.
+
+    A key the saved config lacks (added by a newer version, with its default) is safe.
+    """
+    old_flat, new_flat = _flatten(saved), _flatten(new)
+    unsafe, safe = [], []
+    for key in sorted(set(old_flat) | set(new_flat)):
+        if key not in old_flat or old_flat.get(key) == new_flat.get(key):
+            continue
+        is_safe = any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE_ON_RESUME)
+        (safe if is_safe else unsafe).append(key)
+    return unsafe, safe

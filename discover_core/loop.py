@@ -19,6 +19,10 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import shutil
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +34,8 @@ import numpy as np
 
 from .backend import Backend, Completion, TrainItem
 from .components import instantiate
-from .config import LoadedConfig, load_config
+from .config import LoadedConfig, config_changes, load_config
+from .errors import UserError
 from .guard import (
     BadReturn,
     HookGuard,
@@ -47,7 +52,7 @@ from .plugins import Plugins, get_plugins
 from .problem import Evaluation, Invalid, Problem, Program
 from .progress import Reporter, make_reporter
 from .state import State
-from .store import RunDirError, RunStore, write_atomic
+from .store import RunDirError, RunStore, dumps, write_atomic
 from .trackers import open_trackers
 
 log = logging.getLogger("discover")
@@ -85,11 +90,17 @@ class RunSummary:
 class Discovery:
     """A run: its components, its run directory, and the loop over steps."""
 
-    def __init__(self, loaded: LoadedConfig, plugins: Plugins | None = None, reporter: Reporter | None = None):
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        plugins: Plugins | None = None,
+        reporter: Reporter | None = None,
+        store: RunStore | None = None,
+    ):
         self.loaded = loaded
         self.cfg = loaded.config
         self.plugins = plugins or get_plugins()
-        self.store = RunStore(self.cfg.run.output)
+        self.store = store or RunStore(self.cfg.run.output)
         self.reporter = reporter or make_reporter(self.cfg.log.progress)
         self.rng = np.random.default_rng(self.cfg.run.seed)
         self.step = 0  # next step to run
@@ -172,9 +183,13 @@ class Discovery:
 
     def resume(self) -> bool:
         """Continue from the last complete checkpoint. Returns False if there is none (then call start)."""
+        if not self.store.holds_run():
+            return False
+        self.store.acquire()
         ckpt = self.store.latest_checkpoint()
         if ckpt is None:
             return False
+        self._check_config()
         try:
             loop_state = json.loads((ckpt / "loop.json").read_text())
             sampler_state = json.loads((ckpt / "sampler.json").read_text())
@@ -190,24 +205,75 @@ class Discovery:
         self.best = loop_state["best"]
         self.totals = loop_state["totals"]
         self.backend.load(ckpt / "backend")
-        dropped = self.store.truncate_events(loop_state["step"])
+        last = loop_state["step"]
+        missing = self.store.missing_steps(last)
+        dropped = self.store.truncate_events(last)
+        if missing:
+            log.warning(
+                "events.jsonl of %s lacks the events of steps %s (missing or cut) below checkpoint %s; the run "
+                "continues from the checkpoint and records the gap",
+                self.store.root,
+                _ranges(missing),
+                ckpt.name,
+            )
+            self.store.append_events([{"type": "events_gap", "step": last, "missing_steps": missing}])
+        if self.best is not None and "construction" in self.best:
+            self.store.write_best(self.best)  # best/ always describes this checkpoint
         log.info("resumed %s at step %d (%d events of the step in flight dropped)", self.store.root, self.step, dropped)
         return True
 
+    def resume_or_restart(self) -> None:
+        """Resume from the last complete checkpoint; a run without one starts again in place from step 0."""
+        try:
+            if self.resume():
+                return
+            if self.store.holds_run():
+                log.warning("%s has no complete checkpoint: starting it again from step 0, in place", self.store.root)
+                self.store.acquire()
+                self.store.reset()
+            self.start()
+        except BaseException:
+            self.close()  # a refused resume leaves the directory unlocked
+            raise
+
+    def _check_config(self) -> None:
+        """Refuse a resume whose config changes what the steps compute; record the safe changes."""
+        saved = self.store.read_config()
+        new = self.loaded.resolved()
+        unsafe, safe = config_changes(saved, new)
+        if unsafe:
+            shown = "; ".join(f"{k}: {_at(saved, k)!r} -> {_at(new, k)!r}" for k in unsafe[:8])
+            raise RunDirError(
+                f"Cannot resume {self.store.root} with a different config ({shown}). Only the number of steps, "
+                "checkpointing, logging and sandbox.workers may change on resume; start a new run for the rest."
+            )
+        if safe:
+            log.info("resume with changed %s (written to the run's config.yaml)", ", ".join(safe))
+            self.store.write_config(new)
+
     def _checkpoint(self, t: int) -> None:
-        tmp = self.store.begin_checkpoint(t)
-        (tmp / "backend").mkdir()
-        self.backend.save(tmp / "backend")
-        write_atomic(tmp / "sampler.json", json.dumps(self.sampler.state_dict()))
-        loop_state = {
-            "step": t,
-            "rng": self.rng.bit_generator.state,
-            "made": self.made,
-            "best": self.best,
-            "totals": self.totals,
-        }
-        write_atomic(tmp / "loop.json", json.dumps(loop_state))  # written last: marks the checkpoint complete
-        self.store.commit_checkpoint(tmp, t, keep=self.cfg.run.keep_checkpoints)
+        if self.best is not None and "verified" not in self.best:
+            self.best["verified"] = self._guard_verify(self.best.get("construction"))
+        tmp = self.store.ckpt_dir / f".step_{t:06d}.tmp"
+        try:
+            with self.store.os_errors(f"write the checkpoint of step {t}"):
+                tmp = self.store.begin_checkpoint(t)
+                (tmp / "backend").mkdir()
+                self.backend.save(tmp / "backend")
+                write_atomic(tmp / "sampler.json", dumps(self.sampler.state_dict()))
+                loop_state = {
+                    "step": t,
+                    "rng": self.rng.bit_generator.state,
+                    "made": self.made,
+                    "best": self.best,
+                    "totals": self.totals,
+                }
+                write_atomic(tmp / "loop.json", dumps(loop_state))  # written last: marks the checkpoint complete
+                self.store.commit_checkpoint(tmp, t, keep=self.cfg.run.keep_checkpoints)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after the commit; a half-written one never stays
+        if self.best is not None:
+            self.store.write_best(self.best)  # from the record this checkpoint holds
 
     # -- one step ---------------------------------------------------------------------------
     def run_step(self, t: int) -> dict[str, Any]:
@@ -442,16 +508,16 @@ class Discovery:
     def _maybe_new_best(self, state: State, source: str) -> None:
         if state.value is None or (self.best is not None and state.value <= self.best["value"]):
             return
+        # kept in memory and written with the next checkpoint, so best/ never describes a discarded step
         self.best = {
             "state_id": state.id,
             "value": state.value,
             "score": state.score,
             "step": state.step,
             "source": source,
+            "construction": state.construction,
+            "code": state.code,
         }
-        verified = self._guard_verify(state.construction)
-        record = {**self.best, "verified": verified, "construction": state.construction}
-        self.store.write_best(record, state.code)
 
     def _guard_verify(self, construction: Any) -> dict[str, Any]:
         try:
@@ -487,6 +553,7 @@ class Discovery:
     def run(self) -> RunSummary:
         history = []
         trackers = open_trackers(self.cfg.log, self.store.root, self.loaded.resolved(), self.problem)
+        restore = _second_interrupt_exits()
         try:
             self.reporter.started(self.cfg, self.step)
             for t in range(self.step, self.cfg.run.steps):
@@ -498,10 +565,14 @@ class Discovery:
                 history.append(metrics)
                 self.reporter.step_finished(metrics)
                 trackers.log_step(metrics)
+        except KeyboardInterrupt:
+            self._stop.set()
+            raise RunInterrupted(self._interrupted_message()) from None
         finally:
             trackers.close()
             self.reporter.close()
             self.close()
+            restore()
         summary = RunSummary(
             run_dir=self.store.root,
             steps_done=self.step,
@@ -515,10 +586,73 @@ class Discovery:
         return summary
 
     def close(self) -> None:
-        self.store.close()
-        for part in (self.sandbox, self.backend):
+        self._stop.set()  # evaluations still in flight are abandoned
+        for part in (self.sandbox, self.backend):  # the sandbox first: its running programs are killed
             if part is not None:
                 part.close()
+        self.store.close()
+
+    def _interrupted_message(self) -> str:
+        ckpt = self.store.latest_checkpoint()
+        kept = (
+            f"it keeps every step up to {int(ckpt.name[len('step_') :])} (checkpoint {ckpt.name})"
+            if ckpt is not None
+            else "no step was checkpointed yet, so a resume starts it again from step 0"
+        )
+        return f"Interrupted during step {self.step}. The run directory {self.store.root} is intact: {kept}. " + (
+            f"Continue it with: discover resume {self.store.root}"
+        )
+
+
+class RunInterrupted(UserError):
+    """Ctrl-C: the run stopped cleanly; the message says what was kept and how to continue."""
+
+    exit_code = 130
+
+
+def _second_interrupt_exits():
+    """After the first Ctrl-C (a KeyboardInterrupt that stops the step), a second one exits at once.
+
+    Cleanup after the first is short (programs are killed, files are closed), but a
+    second Ctrl-C inside it would print a traceback; this one prints one line instead.
+    Returns the function that restores the previous handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+    interrupted = False
+
+    def handler(signum, frame):
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
+        sys.stderr.write("\nInterrupted again: stopping now; the last checkpoint is kept.\n")
+        sys.stderr.flush()
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def _at(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict):
+            return None
+        d = d.get(part)
+    return d
+
+
+def _ranges(steps: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    out, start = [], None
+    for i, t in enumerate(steps):
+        if start is None:
+            start = t
+        if i + 1 == len(steps) or steps[i + 1] != t + 1:
+            out.append(f"{start}" if start == t else f"{start}-{t}")
+            start = None
+    return ", ".join(out)
 
 
 def _count(kinds: list[str]) -> dict[str, int]:
@@ -531,41 +665,36 @@ def _count(kinds: list[str]) -> dict[str, int]:
 def run_config(
     path: str | Path, overrides: list[str] | None = None, *, resume: bool = False, reporter: Reporter | None = None
 ) -> RunSummary:
-    """Validate a config and run it; with ``resume`` continue its run directory if it has a checkpoint."""
+    """Validate a config and run it; with ``resume`` continue its run directory (or start it there)."""
     loaded = load_config(path, overrides)
     if resume:
         _refuse_finished(loaded, f"discover run {path} --resume")
-    else:
-        # never write over an earlier run: take the next free name (runs/x-1, runs/x-2, ...)
-        loaded.config.run.output = RunStore.free_dir(loaded.config.run.output)
-    disc = Discovery(loaded, reporter=reporter)
-    if not (resume and disc.resume()):
-        if resume:
-            _restart_in_place(disc)
+        disc = Discovery(loaded, reporter=reporter)
+        disc.resume_or_restart()
+        return disc.run()
+    # never write over an earlier run or the user's files: a fresh, locked folder (runs/x, runs/x-1, ...)
+    store = RunStore.claim(loaded.config.run.output)
+    loaded.config.run.output = store.root
+    disc = None
+    try:
+        disc = Discovery(loaded, reporter=reporter, store=store)
         disc.start()
+    except BaseException:
+        (disc or store).close()
+        raise
     return disc.run()
 
 
 def resume_run(run_dir: str | Path, overrides: list[str] | None = None, reporter: Reporter | None = None) -> RunSummary:
-    """Continue the run in ``run_dir`` with the config it saved."""
+    """Continue the run in ``run_dir`` with the config it saved (from step 0 if it has no complete checkpoint)."""
     store = RunStore(Path(run_dir))
     raw = store.read_config()
     raw.setdefault("run", {})["output"] = str(Path(run_dir).resolve())
     loaded = load_config(Path(run_dir), overrides, raw=raw)
     _refuse_finished(loaded, f"discover resume {run_dir}")
     disc = Discovery(loaded, reporter=reporter)
-    if not disc.resume():
-        _restart_in_place(disc)
-        disc.start()
+    disc.resume_or_restart()
     return disc.run()
-
-
-def _restart_in_place(disc: Discovery) -> None:
-    """A run that stopped before its first checkpoint (a model that failed to load, a kill in step 0)
-    has nothing to continue from: it starts again from step 0 in the same directory, events dropped."""
-    if disc.store.events_path.exists():
-        dropped = disc.store.truncate_events(-1)
-        log.info("%s has no complete checkpoint: starting it from step 0 (%d events dropped)", disc.store.root, dropped)
 
 
 def _refuse_finished(loaded: LoadedConfig, command: str) -> None:

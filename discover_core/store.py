@@ -1,21 +1,34 @@
 """The run directory: the record of a run, and what a resume reads back.
 
     runs/<name>/
+      .discover-run        marks the folder as a run's (written first)
+      .lock                advisory lock held by the process running it (host, pid)
       config.yaml          resolved config (every default filled in)
       events.jsonl         one line per rollout and per step: the source of truth
-      best/                best construction so far: construction.json, code.py, score.json
-      checkpoints/step_N/  sampler state, loop state (RNG, counters), backend state
+      best/                best construction as of the last checkpoint: construction.json, code.py, score.json
+      checkpoints/step_N/  sampler state, loop state (RNG, counters, best), backend state
 
 Checkpoints are written under a temporary name and renamed, so a crash never
-leaves a half-written step; ``latest_checkpoint`` ignores anything else.
+leaves a half-written step; ``latest_checkpoint`` ignores anything else. ``best/``
+is replaced as one folder when a checkpoint commits, from that checkpoint's record.
+One process at a time owns a run directory (``fcntl.flock`` on ``.lock``, released
+by the kernel when the process dies, so a dead holder's lock is simply taken over).
+A folder holding files no run wrote is never used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
 import json
 import math
 import os
 import shutil
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +37,10 @@ import yaml
 from .errors import UserError
 
 CHECKPOINT_PREFIX = "step_"
+MARKER = ".discover-run"
+LOCK = ".lock"
+#: names a run writes in its folder; anything else there is the user's
+RUN_NAMES = frozenset({MARKER, LOCK, "config.yaml", "events.jsonl", "best", "checkpoints", ".best.tmp"})
 
 
 class RunDirError(UserError):
@@ -49,11 +66,30 @@ def dumps(obj: Any) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _ours(name: str) -> bool:
+    return name in RUN_NAMES or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 class RunStore:
@@ -63,27 +99,144 @@ class RunStore:
         self.best_dir = self.root / "best"
         self.ckpt_dir = self.root / "checkpoints"
         self._events = None
+        self._lock_fd: int | None = None
+
+    # -- errors of the operating system ----------------------------------------------------
+    @contextlib.contextmanager
+    def os_errors(self, what: str, started: bool = True) -> Iterator[None]:
+        """An OSError (full disk, read-only, a path under a file) becomes one paragraph."""
+        try:
+            yield
+        except OSError as e:
+            where = f" ({e.filename})" if e.filename else ""
+            then = (
+                "Every step up to its last checkpoint is kept; fix the cause (free space, permissions, "
+                f"the path) and continue with: discover resume {self.root}"
+                if started
+                else "Nothing was written; choose another run.output or fix the cause (permissions, free space)."
+            )
+            raise RunDirError(
+                f"Cannot {what} for the run directory {self.root}: {e.strerror or e}{where}. {then}"
+            ) from None
+
+    # -- ownership ---------------------------------------------------------------------------
+    def foreign_files(self) -> list[str]:
+        """Names in the folder that no run wrote (the user's own files)."""
+        try:
+            return sorted(n for n in os.listdir(self.root) if not _ours(n))
+        except FileNotFoundError:
+            return []
+
+    def holds_run(self) -> bool:
+        """Whether a run was ever started here (even one killed before its first event)."""
+        events = self.events_path.exists() and self.events_path.stat().st_size > 0
+        return events or (self.root / MARKER).exists() or bool(self.checkpoints())
+
+    def lock(self) -> bool:
+        """Take the run's lock (non-blocking); False when another live process holds it."""
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode() + b"\n", 0)
+        self._lock_fd = fd
+        return True
+
+    def acquire(self) -> None:
+        """``lock`` or a clear error naming the holder."""
+        with self.os_errors("take the lock", started=False):
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self.lock():
+                return
+        try:
+            holder = json.loads((self.root / LOCK).read_text())
+            who = f"process {holder['pid']} on host {holder['host']} (since {holder['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            who = "another process"
+        raise RunDirError(
+            f"Run directory {self.root} is in use by {who}: one run at a time per directory. "
+            "Wait for it to finish or stop it, or choose another run.output."
+        )
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    @classmethod
+    def claim(cls, root: Path) -> RunStore:
+        """A locked, empty run directory at ``root`` or, if a run is there, at ``root-1``, ``root-2``, ...
+
+        Creating with ``mkdir`` and locking before looking makes two runs started at
+        once on the same ``root`` end in two folders, never one merged folder. A
+        ``root`` that is a file or holds files no run wrote is refused.
+        """
+        root, i = Path(root), 0
+        while True:
+            store = cls(root if i == 0 else Path(f"{root}-{i}"))
+            with store.os_errors("create the folder", started=False):
+                if i == 0 and store.root.exists() and not store.root.is_dir():
+                    raise RunDirError(f"run.output {root} is a file, not a folder; choose a folder.")
+                store.root.mkdir(parents=True, exist_ok=True)
+                foreign = store.foreign_files()
+                if i == 0 and foreign:
+                    shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                    raise RunDirError(
+                        f"run.output {root} already holds files that no run wrote ({shown}); a run never writes "
+                        "beside or over them. Choose a new or empty folder (e.g. --set run.output=runs/new)."
+                    )
+                if not foreign and store.lock():
+                    if not store.holds_run():
+                        return store
+                    store.unlock()
+            i += 1
 
     # -- creation -----------------------------------------------------------------
-    @staticmethod
-    def free_dir(root: Path) -> Path:
-        """``root`` if it holds no run yet, else the first free ``root-1``, ``root-2``, ..."""
-        candidate, i = Path(root), 0
-        while (candidate / "events.jsonl").exists() or (candidate / "checkpoints").exists():
-            i += 1
-            candidate = Path(f"{root}-{i}")
-        return candidate
-
     def create(self, resolved_config: dict[str, Any]) -> None:
+        if self.root.is_file():
+            raise RunDirError(f"run.output {self.root} is a file, not a folder; choose a folder.")
+        foreign = self.foreign_files()
+        if foreign:
+            raise RunDirError(
+                f"run.output {self.root} already holds files that no run wrote ({', '.join(foreign[:5])}); "
+                "a run never writes beside or over them. Choose a new or empty folder."
+            )
+        self.acquire()
         if self.events_path.exists() and self.events_path.stat().st_size > 0:
             raise RunDirError(
                 f"Run directory {self.root} already holds a run (events.jsonl is not empty). "
                 "Continue it with --resume, or choose another run.output (e.g. --set run.output=runs/new)."
             )
-        self.root.mkdir(parents=True, exist_ok=True)
-        for d in (self.best_dir, self.ckpt_dir):
-            d.mkdir(exist_ok=True)
-        write_atomic(self.root / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False))
+        made = [p for p in (self.root / MARKER, self.ckpt_dir, self.root / "config.yaml") if not p.exists()]
+        try:
+            with self.os_errors("create the run", started=False):
+                (self.root / MARKER).touch()
+                self.ckpt_dir.mkdir(exist_ok=True)
+                write_atomic(self.root / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False))
+        except RunDirError:
+            for p in made:  # leave no partial run behind
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            raise
+
+    def write_config(self, resolved_config: dict[str, Any]) -> None:
+        with self.os_errors("write config.yaml"):
+            write_atomic(self.root / "config.yaml", yaml.safe_dump(resolved_config, sort_keys=False))
+
+    def reset(self) -> None:
+        """Forget every step (a run with no complete checkpoint starts again in place)."""
+        with self.os_errors("reset the run"):
+            self.close_events()
+            self.events_path.unlink(missing_ok=True)
+            for d in (self.best_dir, self.ckpt_dir):
+                shutil.rmtree(d, ignore_errors=True)
 
     def read_config(self) -> dict[str, Any]:
         path = self.root / "config.yaml"
@@ -100,11 +253,12 @@ class RunStore:
     # -- events -----------------------------------------------------------------------
     def append_events(self, events: list[dict[str, Any]]) -> None:
         """Append and fsync: after this returns the lines survive a crash."""
-        if self._events is None:
-            self._events = open(self.events_path, "a")
-        self._events.write("".join(dumps(e) + "\n" for e in events))
-        self._events.flush()
-        os.fsync(self._events.fileno())
+        with self.os_errors("append to events.jsonl"):
+            if self._events is None:
+                self._events = open(self.events_path, "a")  # noqa: SIM115 - kept open for the run
+            self._events.write("".join(dumps(e) + "\n" for e in events))
+            self._events.flush()
+            os.fsync(self._events.fileno())
 
     def read_events(self) -> list[dict[str, Any]]:
         if not self.events_path.exists():
@@ -130,17 +284,49 @@ class RunStore:
         """Keep only events of steps ≤ ``last_step`` (the step in flight at a crash is redone). Returns lines dropped."""
         events = self.read_events()
         keep = [e for e in events if e.get("step", -1) <= last_step]
-        write_atomic(self.events_path, "".join(dumps(e) + "\n" for e in keep))
+        with self.os_errors("rewrite events.jsonl"):
+            write_atomic(self.events_path, "".join(dumps(e) + "\n" for e in keep))
         return len(events) - len(keep)
 
+    def missing_steps(self, last_step: int) -> list[int]:
+        """Steps ≤ ``last_step`` whose events are missing or cut (fewer rollout lines than the step recorded)."""
+        counts: dict[int, int] = {}
+        recorded: dict[int, int] = {}
+        for e in self.read_events():
+            step = e.get("step")
+            if not isinstance(step, int) or step > last_step:
+                continue
+            if e.get("type") == "rollout":
+                counts[step] = counts.get(step, 0) + 1
+            elif e.get("type") == "step":
+                recorded[step] = int(e.get("rollouts", 0))
+        return [t for t in range(last_step + 1) if t not in recorded or counts.get(t, 0) != recorded[t]]
+
     # -- best -----------------------------------------------------------------------------
-    def write_best(self, record: dict[str, Any], code: str) -> None:
-        """Replace best/ (construction, code, verified score) atomically, file by file."""
-        self.best_dir.mkdir(exist_ok=True)
-        write_atomic(self.best_dir / "code.py", code or "")
-        write_atomic(self.best_dir / "construction.json", dumps(record.get("construction")))
-        meta = {k: v for k, v in record.items() if k != "construction"}
-        write_atomic(self.best_dir / "score.json", json.dumps(_jsonable(meta), indent=1))
+    def write_best(self, record: dict[str, Any]) -> None:
+        """Replace best/ as one folder: built aside, then swapped in (construction, code, verified score)."""
+        tmp = self.root / ".best.tmp"
+        with self.os_errors("write best/"):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            meta = {k: v for k, v in record.items() if k not in ("construction", "code")}
+            files = {
+                "code.py": record.get("code") or "",
+                "construction.json": dumps(record.get("construction")),
+                "score.json": json.dumps(_jsonable(meta), indent=1),
+            }
+            for name, text in files.items():
+                with open(tmp / name, "w") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            if not (self.best_dir.is_dir() and _exchange(tmp, self.best_dir)):
+                if self.best_dir.exists():  # no atomic swap here: a short moment without best/
+                    os.replace(self.best_dir, self.root / ".best.old.tmp")
+                os.replace(tmp, self.best_dir)
+            _fsync_dir(self.root)
+            for leftover in (tmp, self.root / ".best.old.tmp"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     # -- checkpoints --------------------------------------------------------------------------
     def checkpoint_path(self, step: int) -> Path:
@@ -177,10 +363,15 @@ class RunStore:
         found = self.checkpoints()
         return found[-1] if found else None
 
-    def close(self) -> None:
+    def close_events(self) -> None:
         if self._events is not None:
-            self._events.close()
+            with contextlib.suppress(OSError):
+                self._events.close()
             self._events = None
+
+    def close(self) -> None:
+        self.close_events()
+        self.unlock()
 
 
 def _fsync_dir(path: Path) -> None:
