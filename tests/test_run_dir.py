@@ -157,7 +157,7 @@ def test_killed_during_the_first_checkpoint_restarts_in_place(tmp_path):
 def test_resume_with_another_config_is_refused_with_the_keys(tmp_path):
     out = run(tmp_path / "r", "run.steps=1").run_dir
     with pytest.raises(RunDirError, match=r"problem.size: 3 -> 4; run.rollouts: 2 -> 3"):
-        resume_run(out, ["run.rollouts=3", "problem.size=4"], reporter=Reporter())
+        resume_run(out, ["run.rollouts=3", "problem.size=4", "run.steps=2"], reporter=Reporter())
     summary = resume_run(out, ["run.steps=2"], reporter=Reporter())  # more steps: safe, and saved
     assert summary.steps_done == 2 and yaml.safe_load((out / "config.yaml").read_text())["run"]["steps"] == 2
 

@@ -166,6 +166,37 @@ def _rmtree_contents(base: str) -> None:
                 pass
 
 
+SHM = "/dev/shm"
+
+
+def _shm_names() -> set[str]:
+    try:
+        return set(os.listdir(SHM))
+    except OSError:
+        return set()
+
+
+def _remove_new_shm(before: set[str], since: float) -> None:
+    """Without bubblewrap /dev/shm is the host's: remove what appeared there during the job.
+
+    Only entries of our own user, new since the job started; another slot's program
+    running at the same time may see them meanwhile (docs/sandbox.md).
+    """
+    uid = os.getuid()
+    for name in _shm_names() - before:
+        path = os.path.join(SHM, name)
+        try:
+            st = os.lstat(path)
+            if st.st_uid != uid or st.st_ctime < since - 1:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
 def _nproc_limit(max_procs: int, isolated: bool) -> int:
     """RLIMIT_NPROC for the child, or 0 for none.
 
@@ -200,11 +231,17 @@ class Server:
         program_path = os.path.join(jobdir, "program.py")
         with open(program_path, "w", encoding="utf-8") as f:
             f.write(job["source"])
+        shm_before = _shm_names()
+        started = time.time()
         try:
             return self._supervise(job, jobdir, program_path)
         finally:
             sweep()
             _rmtree_contents(self.base)
+            if self.config.get("isolated"):
+                _rmtree_contents(SHM)  # this server's own tmpfs: nothing there is anyone else's
+            else:
+                _remove_new_shm(shm_before, started)
 
     def _supervise(self, job: dict, jobdir: str, program_path: str) -> tuple[dict, bytes]:
         out_r, out_w = os.pipe()

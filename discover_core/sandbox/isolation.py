@@ -76,11 +76,15 @@ def gpu_device_paths() -> list[str]:
     return sorted(glob.glob("/dev/nvidia*"))
 
 
-def bwrap_command(workdir: str, server_dir: str, devices: list[str] | tuple[str, ...] = ()) -> list[str]:
+def bwrap_command(
+    workdir: str, server_dir: str, devices: list[str] | tuple[str, ...] = (), shm_mb: int = 1024
+) -> list[str]:
     """The bwrap prefix that runs a command with ``workdir`` as the only writable folder (/tmp).
 
     ``devices`` (GPU device files) are bound into the minimal /dev, with /sys read-only
-    beside them, which the CUDA driver reads to enumerate the GPUs.
+    beside them, which the CUDA driver reads to enumerate the GPUs. ``/dev/shm`` is a
+    private tmpfs of at most ``shm_mb`` MiB (bwrap's own ``--dev`` would give one as
+    large as half the RAM, outside the program's memory limit).
     """
     probe = _probe()
     if probe is None:
@@ -102,7 +106,7 @@ def bwrap_command(workdir: str, server_dir: str, devices: list[str] | tuple[str,
     for root in python_roots():
         cmd += ["--ro-bind", root, root]
     cmd += ["--ro-bind", server_dir, SERVER_DIR]
-    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(int(shm_mb) * 2**20), "--tmpfs", "/dev/shm"]
     for path in devices:
         cmd += ["--dev-bind-try", path, path]
     if devices:

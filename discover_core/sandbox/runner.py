@@ -171,7 +171,13 @@ class _Worker:
         config["devices"] = devices  # the program may open them for writing (Landlock)
         if isolated:
             server = os.path.join(SERVER_DIR, "_server.py")
-            cmd = [*bwrap_command(workdir, _HERE, devices), sys.executable, "-I", server, json.dumps(config)]
+            cmd = [
+                *bwrap_command(workdir, _HERE, devices, sb.memory_mb),
+                sys.executable,
+                "-I",
+                server,
+                json.dumps(config),
+            ]
             env = _server_env(sb.cpus, "/tmp")
         else:
             cmd = [sys.executable, "-I", os.path.join(_HERE, "_server.py"), json.dumps(config)]
@@ -328,8 +334,9 @@ def _resolve_isolation(isolation: str) -> str:
             _warned_plain = True
             log.warning(
                 "bubblewrap (bwrap) is not usable here: generated programs run without namespace isolation "
-                "(limits, a scrubbed environment and Landlock where the kernel has it still apply); "
-                "install bubblewrap for a read-only filesystem view and no network"
+                "(limits, a scrubbed environment and Landlock where the kernel has it still apply; programs can "
+                "still read the host's files and connect to its Unix sockets that have a path); "
+                "install bubblewrap for a read-only filesystem view, no host sockets and no network"
             )
         return "none"
     return isolation
