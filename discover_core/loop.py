@@ -179,6 +179,7 @@ class Discovery:
         self.sampler.seed(seeds)
         for s in seeds:
             self._maybe_new_best(s, source="seed")
+        self._write_best()  # the seeds' best: no step to discard yet
         log.info("new run in %s: %d seed states", self.store.root, len(seeds))
 
     def resume(self) -> bool:
@@ -251,6 +252,14 @@ class Discovery:
             log.info("resume with changed %s (written to the run's config.yaml)", ", ".join(safe))
             self.store.write_config(new)
 
+    def _write_best(self) -> None:
+        """best/ from the current record, verified once (then kept in the record and the checkpoint)."""
+        if self.best is None:
+            return
+        if "verified" not in self.best:
+            self.best["verified"] = self._guard_verify(self.best.get("construction"))
+        self.store.write_best(self.best)
+
     def _checkpoint(self, t: int) -> None:
         if self.best is not None and "verified" not in self.best:
             self.best["verified"] = self._guard_verify(self.best.get("construction"))
@@ -272,8 +281,7 @@ class Discovery:
                 self.store.commit_checkpoint(tmp, t, keep=self.cfg.run.keep_checkpoints)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone after the commit; a half-written one never stays
-        if self.best is not None:
-            self.store.write_best(self.best)  # from the record this checkpoint holds
+        self._write_best()  # from the record this checkpoint holds
 
     # -- one step ---------------------------------------------------------------------------
     def run_step(self, t: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
+from .guard import BadReturn, json_safe
 from .state import State
 
 
@@ -28,9 +29,14 @@ def read_construction(problem: Any, file: str | Path) -> Any:
     if isinstance(data, dict) and "construction" in data:
         data = data["construction"]
     try:
-        return problem.construction_from_record(data)
-    except (ValueError, TypeError, KeyError) as e:
+        construction = problem.construction_from_record(data)
+        return json_safe(construction)  # numpy arrays become lists; a set or an object is refused
+    except (ValueError, TypeError, KeyError, BadReturn) as e:
         raise ConfigError(f"{file} does not hold a {problem.name} construction: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a plugin bug: one paragraph naming the hook
+        raise ConfigError(
+            f"{file}: problem {problem.name!r}, hook construction_from_record() raised {type(e).__name__}: {e}"
+        ) from None
 
 
 def warm_start_states(problem: Any, file: str | Path, k: int) -> list[State]:
@@ -50,6 +56,8 @@ def warm_start_states(problem: Any, file: str | Path, k: int) -> list[State]:
         raise ConfigError(
             f"{where}: problem {problem.name!r} has no verify(), so a warm start cannot be checked."
         ) from None
+    except Exception as e:  # noqa: BLE001 - a plugin bug: one paragraph naming the hook
+        raise ConfigError(f"{where}: problem {problem.name!r}, hook verify() raised {type(e).__name__}: {e}") from None
     score = check.score
     if not check.valid or score is None or not math.isfinite(score):
         raise ConfigError(

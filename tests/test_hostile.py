@@ -196,3 +196,23 @@ def test_program_check_accepts_a_program():
     assert isinstance(guard.check_program(Program(source="x")), Program)
     with pytest.raises(guard.BadReturn):
         guard.check_program(Program(source=b"x"))
+
+
+@pytest.mark.parametrize(
+    "behaviour,message", [("raise", "construction_from_record\\(\\) raised RuntimeError"), ({1, 2}, "not JSON data")]
+)
+def test_a_misbehaving_construction_from_record_is_one_paragraph(tmp_path, behaviour, message):
+    from toy_problem import ToyProblem
+
+    from discover_ttt.config import ConfigError
+    from discover_ttt.records import read_construction
+
+    class Broken(ToyProblem):
+        construction_from_record = broken("construction_from_record", behaviour)
+
+    path = tmp_path / "c.json"
+    path.write_text("[0.1, 0.2, 0.3]")
+    with pytest.raises(ConfigError, match=message):
+        read_construction(Broken(ToyProblem.Params()), path)
+    Broken.construction_from_record = lambda self, record: np.asarray(record)
+    assert read_construction(Broken(ToyProblem.Params()), path) == [0.1, 0.2, 0.3]
