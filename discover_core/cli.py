@@ -98,7 +98,7 @@ def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> N
         construction = read_construction(prob, file)
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"{file} does not hold a {problem} construction: {e}") from None
-    v = prob.verify(construction)
+    v = _hook(problem, "verify", prob.verify, construction)
     if as_json:
         click.echo(
             json.dumps(
@@ -123,8 +123,20 @@ def plot(problem: str, file: str, params: tuple[str, ...], output: str | None) -
     prob = _problem(problem, params, file)
     construction = read_construction(prob, file)
     out = output or str(Path(file).with_suffix(".png"))
-    prob.plot(construction, out)
+    _hook(problem, "plot", prob.plot, construction, out)
     click.echo(out)
+
+
+def _hook(problem: str, name: str, fn, *args):
+    """A problem hook called from the command line: its failure is one paragraph, not a traceback."""
+    try:
+        return fn(*args)
+    except UserError:
+        raise
+    except NotImplementedError as e:
+        raise ConfigError(f"problem {problem!r} has no {name}(): {e}") from None
+    except Exception as e:  # noqa: BLE001 - a plugin bug
+        raise ConfigError(f"problem {problem!r}, hook {name}() raised {type(e).__name__}: {e}") from None
 
 
 @cli.command("new-problem")

@@ -216,3 +216,18 @@ def test_a_misbehaving_construction_from_record_is_one_paragraph(tmp_path, behav
         read_construction(Broken(ToyProblem.Params()), path)
     Broken.construction_from_record = lambda self, record: np.asarray(record)
     assert read_construction(Broken(ToyProblem.Params()), path) == [0.1, 0.2, 0.3]
+
+
+@pytest.mark.parametrize("command", ["verify", "plot"])
+def test_a_raising_verify_or_plot_is_one_paragraph_on_the_command_line(tmp_path, monkeypatch, command):
+    import toy_problem
+    from click.testing import CliRunner
+
+    from discover_ttt.cli import cli
+
+    monkeypatch.setattr(toy_problem.ToyProblem, command, broken(command, "raise"))
+    path = tmp_path / "c.json"
+    path.write_text("[0.1, 0.2, 0.3]")
+    result = CliRunner().invoke(cli, [command, "toy_problem:ToyProblem", str(path)])
+    assert result.exit_code == 2 and f"hook {command}() raised RuntimeError" in result.output
+    assert "Traceback" not in result.output
