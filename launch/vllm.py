@@ -55,6 +55,17 @@ def _vllm_api() -> SimpleNamespace:
     return SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams, TokensPrompt=TokensPrompt, LoRARequest=LoRARequest)
 
 
+def free_learner_cache() -> None:
+    """Return the memory torch's caching allocator keeps after a train step to the device."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class VllmParams(LocalParams):
     """The local backend's parameters (model, LoRA, objective, sampling) plus the engine's."""
 
@@ -199,6 +210,7 @@ class VllmBackend(Backend):
             metrics = self.trainer.train(batch, temperature=self.params.temperature)
         finally:
             if sleeping:
+                free_learner_cache()  # the step's freed blocks go back to the device before the engine wakes
                 self.engine.wake_up()
         if not metrics.get("skipped"):
             self.refresh()

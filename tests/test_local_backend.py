@@ -287,3 +287,15 @@ def test_sampling_progress_counts_rollouts_and_tokens():
     assert seen[0].done == 0 and seen[-1].done == seen[-1].total == 6
     assert [p.done for p in seen] == sorted(p.done for p in seen) and len(seen) > 3  # reported while decoding
     assert seen[-1].tokens == sum(len(c.tokens) for g in out for c in g)
+
+
+def test_sampling_and_training_raise_no_deprecation_warnings():
+    """Nothing the user cannot act on: no deprecated keyword (transformers' past_key_values) is passed."""
+    import warnings
+
+    b = make_backend(kl_coef=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        comps = [c for g in b.sample(PROMPTS, 2) for c in g]
+        b.train([TrainItem(c, a) for c, a in zip(comps, [1.0, -1.0, 0.5, -0.5], strict=True)])

@@ -3,14 +3,16 @@
 import json
 import subprocess
 
+import pytest
+
 from discover_ttt.launch.local.sampling import sample_with_budget
 from discover_ttt.launch.local.tiny import tiny_tokenizer
 from discover_ttt.problem import bounded_code
 
 CONFIG = """\
 problem: {{name: "toy_problem:LongCodeToy", timeout_s: 5, long_code_chars: 3000}}
-backend: {{name: local, model: tiny-random, device: cpu, thinking_budget: 400, max_new_tokens: 6,
-  context_window: 1024, micro_batch_size: 2}}
+backend: {{name: local, model: tiny-random, device: cpu, thinking_budget: 200, max_new_tokens: 6,
+  context_window: 330, micro_batch_size: 2}}
 sampler: {{name: puct}}
 estimator: {{name: entropic_adaptive}}
 sandbox: {{timeout_s: 5, workers: 2, isolation: none}}
@@ -19,6 +21,7 @@ log: {{progress: plain}}
 """
 
 
+@pytest.mark.slow  # two runs of the local backend in subprocesses
 def test_run_and_resume_with_a_parent_whose_prompt_is_too_long(tmp_path, discover_bin, toy_env):
     out = tmp_path / "run"
     config = tmp_path / "config.yaml"

@@ -194,3 +194,17 @@ def test_every_setting_reaches_the_engine_and_each_request(tmp_path):
         assert sp.stop_token_ids == sorted({40, 41, b.tokenizer.eos_token_id}) and sp.skip_special_tokens is False
     base = call_seed(11, 0)
     assert [sp.seed for sp in requests] == [(base + k) % 2**63 for k in range(4)]
+
+
+def test_sleep_mode_frees_the_learner_cache_before_waking_the_engine(tmp_path, monkeypatch):
+    import torch
+
+    events = []
+    b = make(tmp_path, lr=1e-2, enable_sleep_mode=True)
+    b.engine.sleep = lambda level: events.append(f"sleep {level}")
+    b.engine.wake_up = lambda: events.append("wake_up")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
+    batch = [TrainItem(c, a) for c, a in zip(b.sample(PROMPTS[:1], 2)[0], [1.0, -1.0], strict=True)]
+    b.train(batch)
+    assert events == ["sleep 1", "empty_cache", "wake_up"]

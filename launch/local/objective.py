@@ -19,37 +19,159 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
+
+#: Positions turned into log-probs at once. The [chunk, vocab] float32 logits are the largest
+#: tensors of a step (8192 positions × 152k vocabulary = 5 GB), so they are made one chunk at a
+#: time and, under autograd, recomputed in the backward pass: peak memory follows the chunk,
+#: not the completion length.
+LOGPROB_CHUNK = 512
+
+
+def _decoder_and_head(model):
+    """(decoder stack, output head, final-logit soft-cap or None) of a causal LM, peft-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    softcap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+    return base.get_decoder(), base.get_output_embeddings(), softcap
+
+
+def _chunk_logprobs(head, hidden_TH, target_T, temperature: float, softcap: float | None) -> torch.Tensor:
+    logits_TV = head(hidden_TH).float()
+    if softcap:
+        logits_TV = softcap * torch.tanh(logits_TV / softcap)
+    logits_TV = logits_TV / temperature
+    return logits_TV.gather(1, target_T[:, None]).squeeze(1) - torch.logsumexp(logits_TV, dim=-1)
+
+
+def token_logprobs(
+    head, hidden_TH: torch.Tensor, target_T: torch.Tensor, temperature: float, softcap=None, chunk=LOGPROB_CHUNK
+) -> torch.Tensor:
+    """log_softmax(head(h_t) / T)[target_t] for every position t, ``chunk`` positions at a time."""
+    T = hidden_TH.shape[0]
+    if T <= chunk:  # one piece: nothing to save by recomputing it
+        return _chunk_logprobs(head, hidden_TH, target_T, temperature, softcap)
+    pieces = []
+    for s in range(0, T, chunk):
+        args = (head, hidden_TH[s : s + chunk], target_T[s : s + chunk], temperature, softcap)
+        if torch.is_grad_enabled():  # keep only the hidden states; the backward recomputes the logits
+            pieces.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(*args))
+    return torch.cat(pieces)
 
 
 def completion_logprobs(
-    model, sequences: Sequence[tuple[Sequence[int], Sequence[int]]], temperature: float = 1.0
+    model,
+    sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+    temperature: float = 1.0,
+    chunk: int = LOGPROB_CHUNK,
 ) -> list[torch.Tensor]:
     """log_softmax(logits / T) of each completion token given everything before it.
 
     ``sequences`` holds (prompt_tokens, completion_tokens) pairs; they are right-padded
-    into one batch, and only the logits from the first completion position on are kept
-    (``logits_to_keep``), so the vocabulary-sized tensor covers completions, not prompts.
+    into one batch and run through the decoder stack; the output head is applied only
+    at completion positions, ``chunk`` positions at a time (``token_logprobs``).
     Gradients flow when called outside ``torch.no_grad``.
     """
+    decoder, head, softcap = _decoder_and_head(model)
     device = next(model.parameters()).device
     rows = [list(p) + list(c) for p, c in sequences]
     B, L = len(rows), max(len(r) for r in rows)
-    first = min(len(p) for p, _ in sequences) - 1  # position whose logits predict the earliest completion token
-    if first < 0:
+    if min(len(p) for p, _ in sequences) < 1:
         raise ValueError("every sequence needs at least one prompt token")
     ids_BL = torch.zeros((B, L), dtype=torch.long, device=device)
     mask_BL = torch.zeros((B, L), dtype=torch.long, device=device)
     for b, row in enumerate(rows):
         ids_BL[b, : len(row)] = torch.tensor(row, dtype=torch.long, device=device)
         mask_BL[b, : len(row)] = 1
-    logits_BKV = model(input_ids=ids_BL, attention_mask=mask_BL, logits_to_keep=L - first, use_cache=False).logits
+    hidden_BLH = decoder(input_ids=ids_BL, attention_mask=mask_BL, use_cache=False).last_hidden_state
     out = []
     for b, (p, c) in enumerate(sequences):
-        start = len(p) - 1 - first
-        logits_CV = logits_BKV[b, start : start + len(c)].float() / temperature
         target_C = torch.tensor(list(c), dtype=torch.long, device=device)
-        out.append(logits_CV.gather(1, target_C[:, None]).squeeze(1) - torch.logsumexp(logits_CV, dim=-1))
+        out.append(
+            token_logprobs(head, hidden_BLH[b, len(p) - 1 : len(p) - 1 + len(c)], target_C, temperature, softcap, chunk)
+        )
     return out
+
+
+class SharedPrefix:
+    """A group's prompt run once; its keys/values serve every rollout of the group.
+
+    The R rollouts of a group share their prompt, so its forward pass (with gradient
+    through the LoRA when training) is done once instead of R times. Exact, not an
+    approximation: causal attention makes the prompt's keys/values independent of what
+    follows, and the completions attend to them as in a full forward pass.
+
+    With ``trainable``, the completions see detached copies of the prefix outputs (the
+    keys/values of every layer and the last prompt position's hidden state) and
+    gradients collect on those copies over any number of micro-batches; ``backward``
+    then carries them through the prompt's graph once. The result equals the per-rollout
+    gradient up to float rounding.
+    """
+
+    def __init__(self, model, prompt: Sequence[int], trainable: bool = False) -> None:
+        from transformers import DynamicCache
+
+        from .compat import cache_kwargs, output_cache
+
+        self.model = model
+        self.decoder, self.head, self.softcap = _decoder_and_head(model)
+        self.device = next(model.parameters()).device
+        self.config = self.decoder.config
+        ids_1P = torch.tensor([list(prompt)], dtype=torch.long, device=self.device)
+        out = self.decoder(
+            input_ids=ids_1P, use_cache=True, **cache_kwargs(self.decoder, DynamicCache(config=self.config))
+        )
+        cache = output_cache(out)
+        self.length = ids_1P.shape[1]
+        self.outputs = [t for layer in cache.layers for t in (layer.keys, layer.values)]
+        self.outputs.append(out.last_hidden_state[0, -1])
+        self.trainable = trainable
+        self.inputs = [t.detach().requires_grad_() for t in self.outputs] if trainable else self.outputs
+
+    def logprobs(self, completions: Sequence[Sequence[int]], temperature: float, chunk: int = LOGPROB_CHUNK):
+        """Log-probs of each completion's tokens after the prompt (``completion_logprobs`` semantics)."""
+        from transformers import DynamicCache
+
+        from .compat import cache_kwargs
+
+        B, C = len(completions), max(len(c) for c in completions)
+        h_last = self.inputs[-1]
+        hidden_BCH = None
+        if C > 1:  # the completions' own positions; the first token is predicted from the prompt's last
+            cache = DynamicCache(config=self.config)
+            for i in range(len(self.inputs) // 2):
+                k, v = self.inputs[2 * i], self.inputs[2 * i + 1]
+                cache.update(k.expand(B, *k.shape[1:]), v.expand(B, *v.shape[1:]), i)
+            ids_BC = torch.zeros((B, C - 1), dtype=torch.long, device=self.device)  # right padding: causal, unseen
+            for b, c in enumerate(completions):
+                ids_BC[b, : len(c) - 1] = torch.tensor(list(c[:-1]), dtype=torch.long, device=self.device)
+            pos_BC = torch.arange(self.length, self.length + C - 1, device=self.device).expand(B, -1)
+            hidden_BCH = self.decoder(
+                input_ids=ids_BC, position_ids=pos_BC, use_cache=True, **cache_kwargs(self.decoder, cache)
+            ).last_hidden_state
+        out = []
+        for b, c in enumerate(completions):
+            hidden_CH = h_last[None] if hidden_BCH is None else torch.cat([h_last[None], hidden_BCH[b, : len(c) - 1]])
+            hidden_CH = hidden_CH[: len(c)]
+            target_C = torch.tensor(list(c), dtype=torch.long, device=self.device)
+            out.append(token_logprobs(self.head, hidden_CH, target_C, temperature, self.softcap, chunk))
+        return out
+
+    def backward(self) -> None:
+        """Carry the gradients gathered on the prefix copies through the prompt's forward pass."""
+        pairs = [(o, i.grad) for o, i in zip(self.outputs, self.inputs, strict=True) if i.grad is not None]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        self.outputs = self.inputs = []
+
+
+def group_by_prompt(prompts: Sequence[Sequence[int]]) -> list[tuple[list[int], list[int]]]:
+    """(prompt, indices of the rows that have it), in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(p), []).append(i)
+    return [(list(p), idx) for p, idx in groups.items()]
 
 
 def token_advantages(

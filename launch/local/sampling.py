@@ -17,6 +17,8 @@ import torch
 
 from discover_ttt.backend import Completion, split_final_answer
 
+from .compat import cache_kwargs, output_cache
+
 OUT_OF_THINKING = "... okay, I am out of thinking tokens. I need to send my final message now."
 #: (text forced after a truncated thinking phase, marker showing the answer had already begun)
 THINKING_STYLES = {
@@ -93,7 +95,7 @@ def decode(
     pos_UL = (mask_UL.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids_UL, attention_mask=mask_UL, position_ids=pos_UL, use_cache=True, logits_to_keep=1)
     index_B = torch.tensor(row_to_distinct, dtype=torch.long, device=device)
-    cache = out.past_key_values
+    cache = output_cache(out)
     if U < len(rows):
         cache.batch_select_indices(index_B)
     B = len(rows)
@@ -122,9 +124,13 @@ def decode(
         mask_BL = torch.cat([mask_BL, torch.ones((B, 1), dtype=mask_BL.dtype, device=device)], dim=1)
         pos_B1 = pos_B1 + 1
         out = model(
-            input_ids=tok_B[:, None], attention_mask=mask_BL, position_ids=pos_B1, past_key_values=cache, use_cache=True
+            input_ids=tok_B[:, None],
+            attention_mask=mask_BL,
+            position_ids=pos_B1,
+            use_cache=True,
+            **cache_kwargs(model, cache),
         )
-        cache, logits_BV = out.past_key_values, out.logits[:, -1]
+        cache, logits_BV = output_cache(out), out.logits[:, -1]
     return pieces
 
 

@@ -6,6 +6,7 @@ backend (which samples with vLLM and reloads the adapter after every step).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -78,18 +79,43 @@ class Trainer:
 
     # -- log-probs --------------------------------------------------------------------
     def logprobs(self, sequences, temperature: float = 1.0, base: bool = False) -> list[torch.Tensor]:
-        """Completion log-probs (no gradient) under the adapter, or under the base model when ``base``."""
-        out: list[torch.Tensor] = []
+        """Completion log-probs (no gradient) under the adapter, or under the base model when ``base``.
+
+        Each distinct prompt is run once (``objective.SharedPrefix``); its completions follow
+        in micro-batches.
+        """
+        out: list[torch.Tensor | None] = [None] * len(sequences)
         mb = self.params.micro_batch_size
-        with torch.no_grad():
+        with torch.no_grad(), self.model.disable_adapter() if base else contextlib.nullcontext():
+            for prompt, idx in objective.group_by_prompt([p for p, _ in sequences]):
+                prefix = objective.SharedPrefix(self.model, prompt)
+                for k in range(0, len(idx), mb):
+                    rows = idx[k : k + mb]
+                    for i, lp in zip(rows, prefix.logprobs([sequences[i][1] for i in rows], temperature), strict=True):
+                        out[i] = lp.detach()
+        return out  # type: ignore[return-value]
+
+    def _learner_logprobs(self, sequences, temperature: float):
+        """(rows, learner log-probs with gradient, finish) for each micro-batch of the step.
+
+        Without gradient checkpointing a group's prompt is run once, with gradient through
+        the LoRA, and ``finish`` carries the gathered gradients through it after the group's
+        last micro-batch. transformers' activation checkpointing drops a passed-in cache, so
+        with it on every rollout is run whole (its prompt included).
+        """
+        mb = self.params.micro_batch_size
+        if self.params.gradient_checkpointing:
             for k in range(0, len(sequences), mb):
-                chunk = sequences[k : k + mb]
-                if base:
-                    with self.model.disable_adapter():
-                        out += objective.completion_logprobs(self.model, chunk, temperature)
-                else:
-                    out += objective.completion_logprobs(self.model, chunk, temperature)
-        return [x.detach() for x in out]
+                rows = list(range(k, min(k + mb, len(sequences))))
+                yield rows, objective.completion_logprobs(self.model, [sequences[i] for i in rows], temperature), None
+            return
+        for prompt, idx in objective.group_by_prompt([p for p, _ in sequences]):
+            prefix = objective.SharedPrefix(self.model, prompt, trainable=True)
+            for k in range(0, len(idx), mb):
+                rows = idx[k : k + mb]
+                last = k + mb >= len(idx)
+                lps = prefix.logprobs([sequences[i][1] for i in rows], temperature)
+                yield rows, lps, (prefix.backward if last else None)
 
     # -- one optimizer step -------------------------------------------------------------
     def train(self, batch: list[TrainItem], temperature: float = 1.0) -> dict[str, float]:
@@ -120,16 +146,16 @@ class Trainer:
         self.model.train(self.params.gradient_checkpointing)
         self.optimizer.zero_grad(set_to_none=True)
         loss_total, ratio_sum, ratio_max, abs_gap, n_tok = 0.0, 0.0, 0.0, 0.0, 0.0
-        mb = self.params.micro_batch_size
-        for k in range(0, len(items), mb):
-            learner_lp = objective.completion_logprobs(self.model, sequences[k : k + mb], temperature)
-            loss = sum(objective.is_loss(lp, sampler_lp[k + j], adv_tok[k + j]) for j, lp in enumerate(learner_lp))
+        for rows, learner_lp, finish in self._learner_logprobs(sequences, temperature):
+            loss = sum(objective.is_loss(lp, sampler_lp[i], adv_tok[i]) for i, lp in zip(rows, learner_lp, strict=True))
             loss.backward()
+            if finish is not None:
+                finish()
             loss_total += float(loss.detach())
             with torch.no_grad():
-                for j, lp in enumerate(learner_lp):
-                    m = loss_masks[k + j]
-                    log_ratio = (lp.detach() - sampler_lp[k + j]) * m
+                for i, lp in zip(rows, learner_lp, strict=True):
+                    m = loss_masks[i]
+                    log_ratio = (lp.detach() - sampler_lp[i]) * m
                     ratio_sum += float((log_ratio.exp() * m).sum())
                     ratio_max = max(ratio_max, float((log_ratio.exp() * m).max()) if len(m) else 0.0)
                     abs_gap += float(log_ratio.abs().sum())
