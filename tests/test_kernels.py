@@ -237,3 +237,11 @@ for case in [dict(seqlen=8, bs=2, dim=16, hiddendim=16, seed=1, nomask=False, di
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["None", "None"]
+
+
+def test_starter_program_is_a_valid_attempt(sandbox):
+    problem = trimul(starter_code=True, **TINY)
+    seed = problem.initial_states(np.random.default_rng(0), 1)[0]
+    outcome = problem.evaluate(Program(seed.code, entry="custom_kernel"), seed, sandbox)
+    assert isinstance(outcome, Evaluation), outcome
+    assert outcome.score < seed.score

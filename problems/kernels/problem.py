@@ -34,7 +34,14 @@ REFERENCE_SOURCE = (_HERE / "reference.py").read_text()
 HARNESS_SOURCE = REFERENCE_SOURCE + "\n\n" + (_HERE / "harness.py").read_text()
 #: with ``starter_code: true`` the seeds carry this program as their "last code": the reference
 #: implementation behind the contract, a working example for small models to edit
-STARTER = REFERENCE_SOURCE.rstrip() + "\n\n\ndef custom_kernel(data):\n    return ref_kernel(data)\n"
+_REF_KERNEL = REFERENCE_SOURCE[
+    REFERENCE_SOURCE.index("def ref_kernel(") : REFERENCE_SOURCE.index("\n\n\ndef generate_input(")
+]
+STARTER = (
+    "import torch\nimport torch.nn.functional as F\n\n\n"
+    + _REF_KERNEL
+    + "\n\n\ndef custom_kernel(data):\n    return ref_kernel(data)\n"
+)
 #: the failure value of the reference (a seed's runtime in µs)
 NO_KERNEL_US = 1e6
 #: per tier: (stderr/mean to stop at, timed seconds per benchmark, wall seconds per benchmark, sandbox timeout)
