@@ -306,7 +306,7 @@ class TinkerBackend(Backend):
         return pieces
 
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
-        from .local.sampling import sample_with_budget, to_completions
+        from .local.sampling import budgeted_completions
 
         p = self.params
         prompt_rows = [self.prompt_tokens(m) for m in prompts]
@@ -321,17 +321,7 @@ class TinkerBackend(Backend):
             final = p.thinking_budget is None or k == 1  # else a row that ran out goes on in phase 2
             return self._generate(batch_rows, budgets, base_seed + k * len(rows), meter, final)
 
-        rollouts = sample_with_budget(
-            generate,
-            rows,
-            self.tokenizer,
-            max_new_tokens=p.max_new_tokens,
-            context_window=p.context_window,
-            thinking_budget=p.thinking_budget,
-            thinking_style=p.thinking_style,
-        )
-        meter.finish()
-        return to_completions(self.tokenizer, prompt_rows, rollouts, thinking=p.thinking_budget is not None)
+        return budgeted_completions(generate, rows, prompt_rows, self.tokenizer, p, meter)
 
     # -- training -----------------------------------------------------------------------
     def base_logprobs(self, completions: list[Completion]) -> list[list[float]]:

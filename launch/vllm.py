@@ -170,7 +170,7 @@ class VllmBackend(Backend):
         return pieces
 
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
-        from .local.sampling import sample_with_budget, to_completions
+        from .local.sampling import budgeted_completions
 
         p = self.params
         prompt_rows = [self.prompt_tokens(m) for m in prompts]
@@ -189,17 +189,7 @@ class VllmBackend(Backend):
             meter.add(rollouts=done, tokens=sum(len(x.tokens) for x in pieces))
             return pieces
 
-        rollouts = sample_with_budget(
-            generate,
-            rows,
-            self.tokenizer,
-            max_new_tokens=p.max_new_tokens,
-            context_window=p.context_window,
-            thinking_budget=p.thinking_budget,
-            thinking_style=p.thinking_style,
-        )
-        meter.finish()
-        return to_completions(self.tokenizer, prompt_rows, rollouts, thinking=p.thinking_budget is not None)
+        return budgeted_completions(generate, rows, prompt_rows, self.tokenizer, p, meter)
 
     # -- training and refresh ---------------------------------------------------------
     def train(self, batch: list[TrainItem]) -> dict[str, float]:

@@ -73,7 +73,7 @@ class LocalBackend(Backend):
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
         import torch
 
-        from .sampling import decode, sample_with_budget, to_completions
+        from .sampling import budgeted_completions, decode
 
         p = self.params
         prompt_rows = [self.prompt_tokens(m) for m in prompts]
@@ -107,17 +107,7 @@ class LocalBackend(Backend):
                 )
             return pieces
 
-        rollouts = sample_with_budget(
-            generate,
-            rows,
-            self.tokenizer,
-            max_new_tokens=p.max_new_tokens,
-            context_window=p.context_window,
-            thinking_budget=p.thinking_budget,
-            thinking_style=p.thinking_style,
-        )
-        meter.finish()
-        return to_completions(self.tokenizer, prompt_rows, rollouts, thinking=p.thinking_budget is not None)
+        return budgeted_completions(generate, rows, prompt_rows, self.tokenizer, p, meter)
 
     # -- training ---------------------------------------------------------------------
     def train(self, batch: list[TrainItem]) -> dict[str, float]:

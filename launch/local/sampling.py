@@ -229,3 +229,21 @@ def to_completions(tokenizer, prompt_rows: list[list[int]], rollouts: list[Rollo
             )
         out.append(group)
     return out
+
+
+def budgeted_completions(
+    generate: Generate, rows: list[list[int]], prompt_rows: list[list[int]], tokenizer, params, meter
+):
+    """``sample_with_budget`` over ``rows`` (prompt i's rollouts are rows i·n … i·n+n−1) with
+    the budgets in ``params``, then ``to_completions``; every rollout is reported done."""
+    rollouts = sample_with_budget(
+        generate,
+        rows,
+        tokenizer,
+        max_new_tokens=params.max_new_tokens,
+        context_window=params.context_window,
+        thinking_budget=params.thinking_budget,
+        thinking_style=params.thinking_style,
+    )
+    meter.finish()
+    return to_completions(tokenizer, prompt_rows, rollouts, thinking=params.thinking_budget is not None)
