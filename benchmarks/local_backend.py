@@ -47,6 +47,26 @@ def erdos_prompt() -> list[dict[str, str]]:
     return problem.prompt(problem.initial_states(np.random.default_rng(0), 1)[0])
 
 
+def random_rollouts(backend, prompt, n: int, length: int, seed: int) -> list:
+    """``n`` completions of ``length`` random tokens after ``prompt``, with their exact log-probs."""
+    from discover_ttt.backend import Completion
+
+    prompt_tokens = backend.prompt_tokens(prompt)
+    gen = torch.Generator().manual_seed(seed)
+    vocab = backend.model.get_output_embeddings().weight.shape[0]
+    comps = []
+    for _ in range(n):
+        tokens = torch.randint(3, vocab, (length,), generator=gen).tolist()
+        comps.append(Completion("", prompt_tokens, tokens, [0.0] * length, [False] * length))
+    for c, lp in zip(comps, backend.logprobs(comps), strict=True):
+        c.logprobs = lp
+    return comps
+
+
+def variant(prompt: list[dict[str, str]], k: int) -> list[dict[str, str]]:
+    return [*prompt[:-1], {**prompt[-1], "content": prompt[-1]["content"] + f"\n(variant {k})"}]
+
+
 MEMORY_LENGTHS = (512, 2048, 8192)
 
 
@@ -103,6 +123,11 @@ def main() -> None:
         "--prompt", choices=["erdos", "short"], default="erdos", help="the Erdős seed prompt or a short one"
     )
     ap.add_argument("--repeats", type=int, default=2, help="sample+train rounds to time")
+    ap.add_argument(
+        "--train-only",
+        action="store_true",
+        help="skip sampling: train on rollouts of max-new-tokens random tokens (times the train step alone)",
+    )
     ap.add_argument("--memory", action="store_true", help="print the train-step peak memory table instead")
     ap.add_argument("--memory-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--vocab", type=int, default=49152, help="vocabulary of the tiny model in --memory")
@@ -130,7 +155,13 @@ def main() -> None:
     rows = [("model load", f"{load_s:.1f} s", "")]
     for r in range(args.repeats):
         t = time.perf_counter()
-        groups = backend.sample([prompt] * args.prompts, args.rollouts)
+        if args.train_only:
+            groups = [  # distinct prompts, as distinct parents give
+                random_rollouts(backend, variant(prompt, p), args.rollouts, args.max_new_tokens, seed=r * 1000 + p)
+                for p in range(args.prompts)
+            ]
+        else:
+            groups = backend.sample([prompt] * args.prompts, args.rollouts)
         sample_s = time.perf_counter() - t
         comps = [c for g in groups for c in g]
         n_tok = sum(len(c.tokens) for c in comps)
@@ -140,12 +171,13 @@ def main() -> None:
         metrics = backend.train([TrainItem(c, a) for c, a in zip(comps, advantages, strict=True)])
         train_s = time.perf_counter() - t
         detail = f"{len(comps)} rollouts, {n_tok} tokens, prompt {prompt_len} tokens"
-        rows.append((f"round {r + 1}: sample", f"{n_tok / sample_s:.1f} tok/s ({sample_s:.1f} s)", detail))
+        if not args.train_only:
+            rows.append((f"round {r + 1}: sample", f"{n_tok / sample_s:.1f} tok/s ({sample_s:.1f} s)", detail))
         rows.append(
             (
                 f"round {r + 1}: train step",
                 f"{train_s:.1f} s ({n_tok / train_s:.0f} tok/s)",
-                f"ratio_mean {metrics['ratio_mean']:.4f}, kl {metrics['kl_sampler_base']:.2e}",
+                f"{detail}; ratio_mean {metrics['ratio_mean']:.4f}, kl {metrics['kl_sampler_base']:.2e}",
             )
         )
     backend.close()
