@@ -22,7 +22,11 @@ from discover_ttt.backend import TrainItem
 from discover_ttt.launch.local import LocalBackend, LocalParams
 from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer
 
-PROMPTS = [[{"role": "user", "content": "Write a number."}], [{"role": "user", "content": "Another, longer prompt."}]]
+# prompt lengths 34 and 45 tokens: the offset 44 − 33 = 11 differs from 44 XOR 33 = 13, so a bit trick cannot pass
+PROMPTS = [
+    [{"role": "user", "content": "Write a number."}],
+    [{"role": "user", "content": "Another prompt, longer one"}],
+]
 T, TOP_P, KL = 0.7, 0.9, 0.1
 
 
@@ -108,7 +112,8 @@ def test_loss_and_gradient_at_ratios_other_than_one():
     assert metrics["loss"] == pytest.approx(metrics_expected["loss"], rel=1e-4, abs=1e-6)
     assert got.keys() == expected.keys() and expected
     for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-6, msg=name)
+        scale = float(expected[name].abs().max())  # float32 sums in another order: compare at the tensor's scale
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
 
 
 def test_micro_batches_accumulate_to_the_full_batch():
@@ -121,7 +126,8 @@ def test_micro_batches_accumulate_to_the_full_batch():
     assert metrics_a["loss"] == pytest.approx(metrics_b["loss"], rel=1e-5)
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name in grads_a:
-        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-7, msg=name)
+        scale = float(grads_b[name].abs().max())  # float32 sums in another order: compare at the tensor's scale
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
     for (_, pa), (_, pb) in zip(
         one_at_a_time.model.named_parameters(), all_at_once.model.named_parameters(), strict=True
     ):
