@@ -104,7 +104,7 @@ def test_loss_and_gradient_at_ratios_other_than_one():
     loss.backward()
     expected = {n: p.grad.detach().clone() for n, p in backend.model.named_parameters() if p.grad is not None}
     backend.model.zero_grad(set_to_none=True)
-    metrics_expected["loss"] = float(loss)
+    metrics_expected["loss"] = float(loss.detach())
 
     got = capture_gradients(backend)
     metrics = backend.train(items)
