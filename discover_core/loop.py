@@ -557,6 +557,12 @@ class Discovery:
             "stdout_tail": (o.stdout or "")[-500:],
         }
 
+    def commit_step(self, t: int) -> None:
+        """After step ``t``: checkpoint every ``save_every`` steps and at the last one; the next step is t + 1."""
+        if (t + 1) % self.cfg.run.save_every == 0 or t + 1 == self.cfg.run.steps:
+            self._checkpoint(t)
+        self.step = t + 1
+
     # -- the whole run --------------------------------------------------------------------------
     def run(self) -> RunSummary:
         history = []
@@ -567,9 +573,7 @@ class Discovery:
             for t in range(self.step, self.cfg.run.steps):
                 self.reporter.step_started(t, self.cfg.run.steps, self.best)
                 metrics = self.run_step(t)
-                if (t + 1) % self.cfg.run.save_every == 0 or t + 1 == self.cfg.run.steps:
-                    self._checkpoint(t)
-                self.step = t + 1
+                self.commit_step(t)
                 history.append(metrics)
                 self.reporter.step_finished(metrics)
                 trackers.log_step(metrics)

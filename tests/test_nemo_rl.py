@@ -353,3 +353,15 @@ def test_contract_with_the_installed_nemo_rl():
     from nemo_rl.distributed.virtual_cluster import init_ray  # noqa: F401
     from nemo_rl.models.generation import configure_generation_config  # noqa: F401
     from nemo_rl.utils.config import load_config, parse_hydra_overrides  # noqa: F401
+
+
+def test_checkpoints_follow_the_loops_cadence_including_the_last_step(tmp_path):
+    config = toy_config(tmp_path)
+    config["run"].update(steps=1, save_every=2)  # the only step is the last: it is checkpointed anyway
+    env = DiscoveryEnvironment(config)
+    try:
+        states = env.next_states(2)
+        env.step(*message_logs(states, [[NO_CODE] * 3, [VALID.format(x=0.3)] * 3]))
+        assert (env.disc.store.checkpoint_path(0) / "loop.json").exists()
+    finally:
+        env.shutdown()

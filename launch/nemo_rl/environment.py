@@ -146,9 +146,7 @@ class DiscoveryEnvironment:
         # our loop records rollouts group by group; do the same so the archive matches a local run
         ordered = sorted(rollouts_B, key=lambda r: (r.group, r.index))
         metrics = self.disc.finish_step(t, parents, ordered, t0=t0, sample_s=0.0)
-        if (t + 1) % self.disc.cfg.run.save_every == 0:
-            self.disc._checkpoint(t)
-        self.disc.step = t + 1
+        self.disc.commit_step(t)  # the same checkpoint cadence as our own loop, last step included
         self._selection = None
         self._last = {
             "step": t,
