@@ -93,18 +93,19 @@ class LocalBackend(Backend):
                 meter.add(rollouts=stopped + (exhausted if final else 0), tokens=tokens)
 
             pieces = []
-            for k in range(0, len(batch_rows), p.sample_batch_size):
-                pieces += decode(
-                    self.model,
-                    batch_rows[k : k + p.sample_batch_size],
-                    budgets[k : k + p.sample_batch_size],
-                    temperature=p.temperature,
-                    top_p=p.top_p,
-                    stop_ids=self.stop_ids,
-                    pad_id=int(self.tokenizer.pad_token_id),
-                    generator=generator,
-                    on_step=on_step,
-                )
+            with self.trainer.merged_for_sampling(p.merge_for_sampling):
+                for k in range(0, len(batch_rows), p.sample_batch_size):
+                    pieces += decode(
+                        self.model,
+                        batch_rows[k : k + p.sample_batch_size],
+                        budgets[k : k + p.sample_batch_size],
+                        temperature=p.temperature,
+                        top_p=p.top_p,
+                        stop_ids=self.stop_ids,
+                        pad_id=int(self.tokenizer.pad_token_id),
+                        generator=generator,
+                        on_step=on_step,
+                    )
             return pieces
 
         return budgeted_completions(generate, rows, prompt_rows, self.tokenizer, p, meter)

@@ -96,3 +96,6 @@ class LocalParams(TrainerParams, SamplerParams):
     """Parameters of the ``local`` backend."""
 
     model_config = ConfigDict(extra="forbid")
+    merge_for_sampling: bool = Field(
+        True, description="Fold the adapter into float32 base weights while sampling (faster; no effect in bf16/fp16)."
+    )

@@ -17,7 +17,7 @@ import torch
 
 from discover_ttt.backend import Completion, split_final_answer
 
-from .compat import cache_kwargs, output_cache
+from .compat import cache_kwargs, output_cache, reserve
 
 OUT_OF_THINKING = "... okay, I am out of thinking tokens. I need to send my final message now."
 #: (text forced after a truncated thinking phase, marker showing the answer had already begun)
@@ -51,16 +51,52 @@ class Piece:
 
 
 def nucleus_logprobs(logits_BV: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """log q: tempered log-softmax, then (top_p < 1) the nucleus renormalised, −inf outside it."""
+    """log q over the whole vocabulary: tempered log-softmax, then (top_p < 1) the nucleus
+    renormalised, −inf outside it. The reference form of what ``sample_tokens`` draws from."""
     logp_BV = torch.log_softmax(logits_BV.float() / temperature, dim=-1)
     if top_p >= 1.0:
         return logp_BV
     sorted_BV, order_BV = logp_BV.sort(dim=-1, descending=True)
-    mass_before_BV = sorted_BV.exp().cumsum(dim=-1) - sorted_BV.exp()
-    drop_BV = mass_before_BV >= top_p  # keeps the smallest prefix reaching top_p, at least one token
-    sorted_BV = sorted_BV.masked_fill(drop_BV, float("-inf"))
-    kept_BV = torch.full_like(logp_BV, float("-inf")).scatter(-1, order_BV, sorted_BV)
+    kept_BV = torch.full_like(logp_BV, float("-inf")).scatter(-1, order_BV, _nucleus_of_sorted(sorted_BV, top_p))
     return torch.log_softmax(kept_BV, dim=-1)
+
+
+def _nucleus_of_sorted(sorted_BK: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Log-probs sorted in descending order → −inf past the smallest prefix holding ``top_p``
+    of the mass (at least one token is kept)."""
+    p_BK = sorted_BK.exp()
+    return sorted_BK.masked_fill(p_BK.cumsum(dim=-1) - p_BK >= top_p, float("-inf"))
+
+
+#: Tokens among which ``sample_tokens`` looks for the nucleus first: a full sort of a
+#: 50k-token vocabulary costs ~8× a top-k of this size on a CPU, at every decoding step.
+NUCLEUS_CANDIDATES = 1024
+
+
+def sample_tokens(
+    logits_BV: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row drawn from q (see ``nucleus_logprobs``) and its log q.
+
+    The nucleus is taken from the ``NUCLEUS_CANDIDATES`` most likely tokens when they hold
+    ``top_p`` of the mass in every row (the usual case), else from a full sort: the same
+    set either way. The draw is an exponential race, argmax_i(log q_i − log E_i) with
+    E_i ~ Exp(1), which picks i with probability q_i (what ``torch.multinomial`` does),
+    run over the candidates only.
+    """
+    logp_BV = torch.log_softmax(logits_BV.float() / temperature, dim=-1)
+    ids_BK = None
+    logq_BK = logp_BV
+    if top_p < 1.0:
+        top_BK, ids_BK = logp_BV.topk(min(NUCLEUS_CANDIDATES, logp_BV.shape[-1]), dim=-1)
+        if top_BK.shape[-1] < logp_BV.shape[-1] and bool((top_BK.exp().cumsum(dim=-1)[:, -1] < top_p).any()):
+            top_BK, ids_BK = logp_BV.sort(dim=-1, descending=True)
+        logq_BK = torch.log_softmax(_nucleus_of_sorted(top_BK, top_p), dim=-1)
+    # E = 0 is drawable in float32; clamped, a token outside the nucleus (log q = −inf) still never wins
+    wait_BK = torch.empty_like(logq_BK).exponential_(generator=generator).clamp_(min=torch.finfo(torch.float32).tiny)
+    pick_B1 = (logq_BK - wait_BK.log()).argmax(dim=-1, keepdim=True)
+    tok_B = pick_B1 if ids_BK is None else ids_BK.gather(-1, pick_B1)
+    return tok_B.squeeze(1), logq_BK.gather(-1, pick_B1).squeeze(1)
 
 
 @torch.no_grad()
@@ -99,15 +135,14 @@ def decode(
     if U < len(rows):
         cache.batch_select_indices(index_B)
     B = len(rows)
-    logits_BV, mask_BL, pos_B1 = out.logits[index_B, -1], mask_UL[index_B], pos_UL[index_B, -1:]
     budget_B = torch.tensor(list(budgets), device=device)
+    reserve(cache, L + int(budget_B.max().item()))
+    logits_BV, mask_BL, pos_B1 = out.logits[index_B, -1], mask_UL[index_B], pos_UL[index_B, -1:]
     done_B = budget_B <= 0
     pieces = [Piece() for _ in rows]
     stop_T = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     for step in range(int(budget_B.max().item())):
-        logq_BV = nucleus_logprobs(logits_BV, temperature, top_p)
-        tok_B = torch.multinomial(logq_BV.exp(), 1, generator=generator).squeeze(1)
-        logq_B = logq_BV.gather(1, tok_B[:, None]).squeeze(1)
+        tok_B, logq_B = sample_tokens(logits_BV, temperature, top_p, generator)
         tok_B = torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B)
         for b in (~done_B).nonzero().flatten().tolist():
             pieces[b].tokens.append(int(tok_B[b]))

@@ -77,6 +77,23 @@ class Trainer:
         )
         self.steps = 0
 
+    # -- sampling weights -------------------------------------------------------------
+    @contextlib.contextmanager
+    def merged_for_sampling(self, enabled: bool = True):
+        """Sample with the adapter folded into the base weights: one matrix product per
+        projection instead of three (~10 % of a CPU decoding step). Only for float32
+        weights, where the round trip W + ΔW − ΔW moves a weight by at most about one unit
+        in the last place (1e-7 relative); in bfloat16 that would be 0.4 % a step, so the
+        adapter stays separate there."""
+        merge = enabled and all(p.dtype == torch.float32 for p in self.model.parameters() if not p.requires_grad)
+        if merge:
+            self.model.merge_adapter()
+        try:
+            yield
+        finally:
+            if merge:
+                self.model.unmerge_adapter()
+
     # -- log-probs --------------------------------------------------------------------
     def logprobs(self, sequences, temperature: float = 1.0, base: bool = False) -> list[torch.Tensor]:
         """Completion log-probs (no gradient) under the adapter, or under the base model when ``base``.
