@@ -9,19 +9,32 @@ A model is named in a config in one of three ways:
 * a path to a ``.gguf`` file.
 
 transformers de-quantises GGUF weights to float tensors, so a GGUF model trains like
-any other. torch and transformers are imported inside the functions.
+any other. That conversion is slow (about 18 s for the 135M CPU default, nearly all of it
+reading the file's metadata), so its float32 result is kept in a cache folder, one per
+GGUF file (``gguf_cache_dir``), and later loads read that folder (about 1 s). torch and
+transformers are imported inside the functions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import hashlib
 import importlib.util
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 PACKAGE_PREFIX = "package:"
+#: Environment variable naming the folder of converted GGUF models ("off": no cache).
+CACHE_ENV = "DISCOVER_MODEL_CACHE"
+#: Written last into a converted model's folder: the folder is complete.
+CONVERTED = "converted.ok"
+
+log = logging.getLogger("discover")
 
 
 class ModelNotFound(Exception):
@@ -121,25 +134,93 @@ def quiet_loading():
             os.environ["TQDM_DISABLE"] = old_env
 
 
-def load_tokenizer(model: str, gguf_file: str | None = None) -> Any:
+def gguf_cache_dir(folder: str, gguf: str) -> Path | None:
+    """The folder that holds (or will hold) the float32 conversion of ``folder/gguf``, or None
+    when caching is off (``DISCOVER_MODEL_CACHE=off``). The name depends on the file's path,
+    size and modification time and on the transformers release that converts it, so a
+    changed file or converter never reads a stale copy."""
+    import transformers
+
+    root = os.environ.get(CACHE_ENV)
+    if root == "off":
+        return None
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "discover-ttt" / "gguf"
+    path = Path(folder, gguf).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    return Path(root) / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _converted(folder: str, gguf: str | None) -> Path | None:
+    """The complete cache folder of this GGUF file, if there is one."""
+    if not gguf or not Path(folder, gguf).is_file():
+        return None
+    target = gguf_cache_dir(folder, gguf)
+    return target if target is not None and (target / CONVERTED).is_file() else None
+
+
+def _keep_conversion(lm: Any, folder: str, gguf: str) -> None:
+    """Save a freshly de-quantised float32 model and its tokenizer into the cache; a cache that
+    cannot be written (read-only home, full disk) only costs the next load its speed."""
+    import safetensors.torch
+
+    target = gguf_cache_dir(folder, gguf)
+    if target is None:
+        return
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    if target.is_dir() and not (target / CONVERTED).is_file():  # left incomplete by hand: redo it
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        partial.mkdir(parents=True)
+        # save_pretrained refuses a model loaded from GGUF (it counts as quantised): its
+        # config without the GGUF marker and its float weights are all a later load needs.
+        config = copy.deepcopy(lm.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(partial)
+        lm.generation_config.save_pretrained(partial)
+        safetensors.torch.save_model(lm, str(partial / "model.safetensors"), metadata={"format": "pt"})
+        _load_gguf_tokenizer(folder, gguf).save_pretrained(partial)
+        (partial / CONVERTED).write_text(str(Path(folder, gguf).resolve()) + "\n")
+        partial.replace(target)  # another process may have finished first: then this raises and theirs stays
+    except Exception as err:  # noqa: BLE001 - a cache that cannot be written must not stop the run
+        if not (target / CONVERTED).is_file():
+            log.warning(
+                "the converted GGUF model could not be cached in %s (%s); the next load converts again", target, err
+            )
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _load_gguf_tokenizer(folder: str, gguf: str | None) -> Any:
     from transformers import AutoTokenizer
 
-    name, gguf = resolve_model(model, gguf_file)
     kwargs = {"gguf_file": gguf} if gguf else {}
     with quiet_loading():
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        return AutoTokenizer.from_pretrained(folder, **kwargs)
+
+
+def load_tokenizer(model: str, gguf_file: str | None = None) -> Any:
+    name, gguf = resolve_model(model, gguf_file)
+    converted = _converted(name, gguf)
+    tokenizer = _load_gguf_tokenizer(str(converted), None) if converted else _load_gguf_tokenizer(name, gguf)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
 def load_causal_lm(model: str, gguf_file: str | None, device: str, dtype: Any) -> Any:
+    import torch
     from transformers import AutoModelForCausalLM
 
     name, gguf = resolve_model(model, gguf_file)
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if gguf:
-        kwargs["gguf_file"] = gguf
+    converted = _converted(name, gguf)
     with quiet_loading():
-        lm = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        if converted is not None:
+            lm = AutoModelForCausalLM.from_pretrained(str(converted), dtype=dtype)
+        else:
+            lm = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **({"gguf_file": gguf} if gguf else {}))
+            if gguf and dtype == torch.float32:  # a bf16/fp16 copy would round later float32 loads
+                _keep_conversion(lm, name, gguf)
     return lm.to(device)

