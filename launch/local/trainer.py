@@ -80,19 +80,46 @@ class Trainer:
     # -- sampling weights -------------------------------------------------------------
     @contextlib.contextmanager
     def merged_for_sampling(self, enabled: bool = True):
-        """Sample with the adapter folded into the base weights: one matrix product per
-        projection instead of three (~10 % of a CPU decoding step). Only for float32
-        weights, where the round trip W + ΔW − ΔW moves a weight by at most about one unit
-        in the last place (1e-7 relative); in bfloat16 that would be 0.4 % a step, so the
-        adapter stays separate there."""
-        merge = enabled and all(p.dtype == torch.float32 for p in self.model.parameters() if not p.requires_grad)
-        if merge:
-            self.model.merge_adapter()
-        try:
+        """Sample with the adapter folded into the weights: one matrix product per projection
+        instead of three (~10 % of a CPU decoding step).
+
+        Each wrapped projection samples with a new tensor W + ΔW, the adapter switched off,
+        and gets its own W back afterwards, untouched: merging in place and subtracting ΔW
+        again would move W by rounding at every step, so a resumed run would no longer
+        sample what the uninterrupted one did. The copies cost the memory of the wrapped
+        weights while sampling, so this is done for float32 weights only (the CPU default);
+        bfloat16/float16 models on a GPU keep the adapter separate.
+        """
+        from peft.tuners.lora import LoraLayer
+        from peft.tuners.lora.layer import Linear as LoraLinear
+
+        lora = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
+        foldable = all(  # plain LoRA on linear layers (no DoRA, no adapter bias) folds into W exactly as it computes
+            type(m) is LoraLinear
+            and m.get_base_layer().weight.dtype == torch.float32
+            and not any(getattr(m, "use_dora", {}).values())
+            and not any(getattr(m, "lora_bias", {}).values())
+            for m in lora
+        )
+        if not (enabled and lora and foldable):
             yield
+            return
+        swapped = []
+        try:
+            with torch.no_grad():
+                for m in lora:
+                    weight = m.get_base_layer().weight
+                    merged = weight.data.clone()
+                    for name in m.active_adapters:
+                        if name in m.lora_A:
+                            merged += m.get_delta_weight(name)
+                    swapped.append((weight, weight.data))
+                    weight.data = merged
+            with self.model.disable_adapter():
+                yield
         finally:
-            if merge:
-                self.model.unmerge_adapter()
+            for weight, original in swapped:
+                weight.data = original
 
     # -- log-probs --------------------------------------------------------------------
     def logprobs(self, sequences, temperature: float = 1.0, base: bool = False) -> list[torch.Tensor]:
