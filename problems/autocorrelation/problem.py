@@ -20,7 +20,15 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification, with_preamble
+from discover_ttt.problem import (
+    Evaluation,
+    Invalid,
+    Problem,
+    Program,
+    Verification,
+    numbers_from_record,
+    with_preamble,
+)
 from discover_ttt.state import State
 
 from . import prompts
@@ -214,16 +222,7 @@ class AutocorrelationProblem(Problem):
     # -- extras -------------------------------------------------------------------
     def construction_from_record(self, record: Any) -> Any:
         """The heights from a bare list, {"values": [...]}, or a whole record with "construction"."""
-        if isinstance(record, dict):
-            for key in ("construction", "values", "heights", "sequence"):
-                if key in record:
-                    return self.construction_from_record(record[key])
-            raise ValueError(
-                f"no {self.name} construction in this record: expected a key 'values'; got {sorted(record)}"
-            )
-        if not isinstance(record, list):
-            raise ValueError(f"expected a list of heights; got a {type(record).__name__}")
-        return record
+        return numbers_from_record(record, ("construction", "values", "heights", "sequence"), self.name)
 
     def plot(self, construction: Any, path: str) -> None:
         """The step function f on [-1/4, 1/4] and its autoconvolution f∗f on [-1/2, 1/2], bound in the title."""

@@ -22,6 +22,7 @@ from discover_ttt.problem import (
     Verification,
     bounded_code,
     max_code_chars_field,
+    numbers_from_record,
     with_preamble,
 )
 from discover_ttt.state import State
@@ -187,16 +188,7 @@ class ErdosProblem(Problem):
     # -- extras -------------------------------------------------------------------
     def construction_from_record(self, record: Any) -> Any:
         """A list of h values from a bare list, {"values": [...]}, or a whole record with "construction"."""
-        if isinstance(record, dict):
-            for key in ("construction", "values", "h_values"):
-                if key in record:
-                    return self.construction_from_record(record[key])
-            # otherwise the one entry that is a list of numbers (e.g. {"h": [...], "c5": 0.38})
-            lists = [v for v in record.values() if isinstance(v, list) and v and all(_is_number(x) for x in v)]
-            if len(lists) == 1:
-                return lists[0]
-            raise ValueError(f"no Erdős construction in this record: expected a key 'values'; got {sorted(record)}")
-        return record
+        return numbers_from_record(record, ("construction", "values", "h_values"), "Erdős")
 
     def plot(self, construction: Any, path: str) -> None:
         """The step function h on [0, 2], with its C5 in the title."""
@@ -220,10 +212,6 @@ class ErdosProblem(Problem):
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _describe(value: Any) -> str:
