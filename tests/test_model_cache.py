@@ -117,3 +117,13 @@ def test_an_incomplete_cache_folder_is_redone(gguf):
     assert (target / models.CONVERTED).is_file()
     models.load_causal_lm(str(path), None, "cpu", torch.float32)
     assert conversions["model"] == 1
+
+
+def test_a_copy_of_the_file_elsewhere_shares_the_conversion(gguf, tmp_path):
+    path, conversions = gguf
+    models.load_causal_lm(str(path), None, "cpu", torch.float32)
+    copy = tmp_path / "another-venv" / path.name
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    models.load_causal_lm(str(copy), None, "cpu", torch.float32)
+    assert conversions["model"] == 1
