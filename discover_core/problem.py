@@ -154,22 +154,24 @@ def bounded_code(code: str, max_chars: int) -> str:
 _LANG = re.compile(r"[ \t]*([A-Za-z0-9_+-]*)")
 
 
-def numbers_from_record(record: Any, keys: tuple[str, ...], what: str) -> Any:
+def numbers_from_record(record: Any, keys: tuple[str, ...], what: str, *, sole_list: bool = False) -> Any:
     """The list of numbers inside a published record, for ``construction_from_record``.
 
     A record (a dict) gives the value under the first of ``keys`` found, searched again when
-    that value is itself a record; failing those, its one entry that is a list of numbers
-    (``{"h": [...], "c5": 0.38}``). Anything else is returned as it is, for ``verify`` to
-    judge. ``what`` names the construction in the error.
+    that value is itself a record; failing those, with ``sole_list``, its one entry that is a
+    list of numbers (``{"h": [...], "c5": 0.38}``; off by default, since another problem's
+    record, e.g. a packing's radii, would pass for a construction). Anything else is returned
+    as it is, for ``verify`` to judge. ``what`` names the construction in the error.
     """
     if not isinstance(record, dict):
         return record
     for key in keys:
         if key in record:
-            return numbers_from_record(record[key], keys, what)
-    lists = [v for v in record.values() if isinstance(v, list) and v and all(_is_number(x) for x in v)]
-    if len(lists) == 1:
-        return lists[0]
+            return numbers_from_record(record[key], keys, what, sole_list=sole_list)
+    if sole_list:
+        lists = [v for v in record.values() if isinstance(v, list) and v and all(_is_number(x) for x in v)]
+        if len(lists) == 1:
+            return lists[0]
     raise ValueError(f"no {what} construction in this record: expected a key {keys[1]!r}; got {sorted(record)}")
 
 

@@ -111,13 +111,13 @@ def test_a_record_of_the_other_problem_is_still_a_sequence_but_a_bad_file_is_an_
     assert result.exit_code == 1 and "bool" in result.output
 
 
-def test_record_formats_share_the_erdos_rules():
+def test_record_formats():
     ac1 = problem("ac1")
     for record in ([0.5, 1.0], {"values": [0.5, 1.0]}, {"heights": [0.5, 1.0]}, {"sequence": [0.5, 1.0]},
-                   {"construction": {"values": [0.5, 1.0]}}, {"f": [0.5, 1.0], "bound": 1.6, "note": "x"}):  # fmt: skip
+                   {"construction": {"values": [0.5, 1.0]}}):  # fmt: skip
         assert ac1.construction_from_record(record) == [0.5, 1.0]
     with pytest.raises(ValueError, match="no ac1 construction in this record"):
-        ac1.construction_from_record({"a": [1.0], "b": [2.0]})  # two candidate lists: ambiguous
+        ac1.construction_from_record({"centers": [[0.5, 0.5]], "radii": [0.1]})  # a packing's radii are not heights
 
 
 # -- states and prompts ----------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ class ErdosProblem(Problem):
     # -- extras -------------------------------------------------------------------
     def construction_from_record(self, record: Any) -> Any:
         """A list of h values from a bare list, {"values": [...]}, or a whole record with "construction"."""
-        return numbers_from_record(record, ("construction", "values", "h_values"), "Erdős")
+        return numbers_from_record(record, ("construction", "values", "h_values"), "Erdős", sole_list=True)
 
     def plot(self, construction: Any, path: str) -> None:
         """The step function h on [0, 2], with its C5 in the title."""
