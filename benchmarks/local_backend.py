@@ -78,9 +78,9 @@ def _rss_mb() -> float:
 def train_step_peak_mb(length: int, vocab: int, device: str, prompt_len: int = 64) -> float:
     """Peak memory (MiB) one train step adds, for one rollout of ``length`` completion tokens."""
     from discover_ttt.backend import Completion
-    from discover_ttt.launch.local.params import TrainerParams
-    from discover_ttt.launch.local.tiny import tiny_model, tiny_tokenizer
-    from discover_ttt.launch.local.trainer import Trainer
+    from discover_ttt.launch.lora.params import TrainerParams
+    from discover_ttt.launch.lora.tiny import tiny_model, tiny_tokenizer
+    from discover_ttt.launch.lora.trainer import Trainer
 
     model = tiny_model(vocab, seed=0).to(device)
     trainer = Trainer(TrainerParams(model="tiny-random", kl_coef=0.1, micro_batch_size=1), model, tiny_tokenizer())

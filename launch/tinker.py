@@ -12,7 +12,7 @@ One RL step (reference-algorithm §2.1, §9.2):
    update; prompts are rendered here with the model's chat template and sent as token
    ids; ``SamplingClient.sample`` returns tokens, their log-probs and the stop reason.
    The two-phase thinking budget is the one the local and vLLM backends use
-   (``launch/local/sampling.py``): a rollout that reached the budget without starting its
+   (``launch/lora/budget.py``): a rollout that reached the budget without starting its
    answer gets the forced text and a second request.
 2. ``train``: per-token advantages A_{i,t}, KL shaping included, are built by
    ``objective.shape_batch``, the function the local trainer calls (ℓ^base from a
@@ -49,8 +49,8 @@ from pydantic import ConfigDict, Field, model_validator
 from discover_ttt.backend import Backend, Completion, TrainItem
 from discover_ttt.errors import UserError
 
-from .local.backend import call_seed
-from .local.params import SamplerParams, UpdateParams
+from .lora.budget import call_seed
+from .lora.params import SamplerParams, UpdateParams
 
 log = logging.getLogger("discover")
 
@@ -257,7 +257,7 @@ class TinkerBackend(Backend):
 
     # -- sampling ---------------------------------------------------------------------
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        from .local.sampling import chat_prompt_tokens
+        from .lora.budget import chat_prompt_tokens
 
         return chat_prompt_tokens(self.tokenizer, messages, self.params.chat_template_kwargs)
 
@@ -272,7 +272,7 @@ class TinkerBackend(Backend):
     def _generate(self, rows: list[list[int]], budgets: list[int], base_seed: int, meter, final: bool):
         """One request per run of identical (row, budget) pairs, ``num_samples`` = the run's length;
         progress goes to ``meter`` as responses arrive (``final``: no later phase for these rows)."""
-        from .local.sampling import Piece
+        from .lora.budget import Piece
 
         api, p = self.api, self.params
         client = self._sampling_client()
@@ -306,7 +306,7 @@ class TinkerBackend(Backend):
         return pieces
 
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
-        from .local.sampling import budgeted_completions
+        from .lora.budget import budgeted_completions
 
         p = self.params
         prompt_rows = [self.prompt_tokens(m) for m in prompts]
@@ -370,7 +370,7 @@ class TinkerBackend(Backend):
     def train(self, batch: list[TrainItem]) -> dict[str, float]:
         import numpy as np
 
-        from .local import objective
+        from .lora import objective
 
         start = time.perf_counter()
         items = [it for it in batch if it.completion.tokens]

@@ -11,7 +11,7 @@ Per RL step (reference-algorithm §9.3):
    engine's ``logprobs_mode="processed_logprobs"`` is taken after temperature and top-p,
    as the local sampler does. One request per rollout (vLLM's prefix cache shares the
    prompt), so the two-phase thinking budget can give each row its own budget.
-2. ``train``: the transformers + peft learner (``discover_ttt.launch.local.trainer``) takes the step.
+2. ``train``: the transformers + peft learner (``discover_ttt.launch.lora.trainer``) takes the step.
 3. refresh: the adapter is written (peft safetensors) to a fresh folder, a new
    ``LoRARequest`` with a new positive integer id names it, and the prefix cache is reset
    so that no KV block computed under the old adapter is reused.
@@ -30,8 +30,8 @@ from pydantic import ConfigDict, Field
 
 from discover_ttt.backend import Backend, Completion, TrainItem
 
-from .local.backend import call_seed
-from .local.params import LocalParams
+from .lora.budget import call_seed
+from .lora.params import LocalParams
 
 INSTALL_HINT = "pip install 'discover-ttt[vllm]'"
 STATE_FILE = "vllm_state.json"
@@ -86,7 +86,7 @@ class VllmParams(LocalParams):
 
 
 class VllmBackend(Backend):
-    """vLLM sampling with LoRA refresh after every ``train``; learner from ``discover_ttt.launch.local``."""
+    """vLLM sampling with LoRA refresh after every ``train``; learner from ``discover_ttt.launch.lora``."""
 
     name: ClassVar[str] = "vllm"
     can_train: ClassVar[bool] = True
@@ -97,7 +97,7 @@ class VllmBackend(Backend):
         super().__init__(params)
         self.api = api or _vllm_api()  # first, so a missing vLLM is reported before any model loads
         if trainer is None:
-            from .local.trainer import Trainer
+            from .lora.trainer import Trainer
 
             trainer = Trainer(params)
         self.trainer = trainer
@@ -136,12 +136,12 @@ class VllmBackend(Backend):
 
     # -- sampling ---------------------------------------------------------------------
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        from .local.sampling import chat_prompt_tokens
+        from .lora.budget import chat_prompt_tokens
 
         return chat_prompt_tokens(self.tokenizer, messages, self.params.chat_template_kwargs)
 
     def _generate(self, rows: list[list[int]], budgets: list[int], base_seed: int):
-        from .local.sampling import Piece
+        from .lora.budget import Piece
 
         p, api = self.params, self.api
         prompts = [api.TokensPrompt(prompt_token_ids=list(r)) for r in rows]
@@ -170,7 +170,7 @@ class VllmBackend(Backend):
         return pieces
 
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
-        from .local.sampling import budgeted_completions
+        from .lora.budget import budgeted_completions
 
         p = self.params
         prompt_rows = [self.prompt_tokens(m) for m in prompts]

@@ -26,7 +26,7 @@ def discover_bin():
 @pytest.fixture(scope="session")
 def erdos_run(tmp_path_factory):
     """A finished two-step Erdős replay run (the realistic programs of tests/data/programs/erdos)."""
-    from test_erdos_run import erdos_config
+    from test_problems_erdos_run import erdos_config
 
     from discover_ttt.loop import Discovery
     from discover_ttt.progress import Reporter

@@ -1,6 +1,6 @@
 """The ``local`` backend: transformers + peft on the CPU or one GPU (see ``backend.py``)."""
 
+from ..lora.params import LocalParams
 from .backend import LocalBackend
-from .params import LocalParams
 
 __all__ = ["LocalBackend", "LocalParams"]

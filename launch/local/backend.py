@@ -12,18 +12,11 @@ from typing import Any, ClassVar
 
 from discover_ttt.backend import Backend, Completion, TrainItem
 
-from .params import LocalParams
+from ..lora.budget import call_seed
+from ..lora.params import LocalParams
 
 RNG_FILE = "rng.json"
 TORCH_RNG_FILE = "torch_rng.pt"
-
-
-def call_seed(seed: int, call: int) -> int:
-    """The seed of the ``call``-th ``sample`` call: a pure function of (run seed, call index),
-    so a resumed run that restores the call counter draws the same tokens."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, call]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class LocalBackend(Backend):
@@ -38,7 +31,7 @@ class LocalBackend(Backend):
     Params = LocalParams
 
     def __init__(self, params: LocalParams | None = None, *, model=None, tokenizer=None) -> None:
-        from .trainer import Trainer
+        from ..lora.trainer import Trainer
 
         params = params or LocalParams()
         super().__init__(params)
@@ -65,7 +58,7 @@ class LocalBackend(Backend):
     # -- prompts ----------------------------------------------------------------------
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat template applied to ``messages``, ending with the assistant header."""
-        from .sampling import chat_prompt_tokens
+        from ..lora.budget import chat_prompt_tokens
 
         return chat_prompt_tokens(self.tokenizer, messages, self.params.chat_template_kwargs)
 
@@ -73,7 +66,8 @@ class LocalBackend(Backend):
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:
         import torch
 
-        from .sampling import budgeted_completions, decode
+        from ..lora.budget import budgeted_completions
+        from .sampling import decode
 
         p = self.params
         prompt_rows = [self.prompt_tokens(m) for m in prompts]

@@ -57,7 +57,7 @@ def fake_api():
 
 
 def make(tmp_path, **overrides):
-    from discover_ttt.launch.local.trainer import Trainer
+    from discover_ttt.launch.lora.trainer import Trainer
 
     params = VllmParams(model="tiny-random", device="cpu", adapter_dir=str(tmp_path), max_new_tokens=8, **overrides)
     trainer = Trainer(params)
@@ -148,8 +148,8 @@ def test_sampling_progress_is_reported_per_phase(tmp_path):
 
 def test_every_setting_reaches_the_engine_and_each_request(tmp_path):
     """Values other than the defaults, so that a setting dropped on the way shows."""
-    from discover_ttt.launch.local.backend import call_seed
-    from discover_ttt.launch.local.trainer import Trainer
+    from discover_ttt.launch.lora.budget import call_seed
+    from discover_ttt.launch.lora.trainer import Trainer
 
     params = VllmParams(
         model="tiny-random",

@@ -8,10 +8,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from discover_ttt.backend import Completion, TrainItem  # noqa: E402
-from discover_ttt.launch.local import objective  # noqa: E402
-from discover_ttt.launch.local.params import TrainerParams  # noqa: E402
-from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer  # noqa: E402
-from discover_ttt.launch.local.trainer import Trainer  # noqa: E402
+from discover_ttt.launch.lora import objective  # noqa: E402
+from discover_ttt.launch.lora.params import TrainerParams  # noqa: E402
+from discover_ttt.launch.lora.tiny import tiny_model_and_tokenizer  # noqa: E402
+from discover_ttt.launch.lora.trainer import Trainer  # noqa: E402
 
 PROMPTS = [[3, 9, 14, 27, 5, 8], [4, 4, 30, 42, 7]]
 COMPLETIONS = [[[11, 12, 13, 2], [20], [21, 22, 23, 24, 25, 26, 2]], [[31, 32], [33, 34, 35, 2]]]

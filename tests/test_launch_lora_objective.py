@@ -20,7 +20,7 @@ import torch
 
 from discover_ttt.backend import TrainItem
 from discover_ttt.launch.local import LocalBackend, LocalParams
-from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer
+from discover_ttt.launch.lora.tiny import tiny_model_and_tokenizer
 
 # prompt lengths 34 and 45 tokens: the offset 44 − 33 = 11 differs from 44 XOR 33 = 13, so a bit trick cannot pass
 PROMPTS = [

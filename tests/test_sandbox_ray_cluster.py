@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ray_executor import TOY, _fields
+from test_sandbox_ray_executor import TOY, _fields
 
 from discover_ttt.config import load_config
 from discover_ttt.loop import Discovery, run_config

@@ -9,12 +9,9 @@ import pytest
 import torch
 
 from discover_ttt.backend import Completion, TrainItem
-from discover_ttt.launch.local import (
-    LocalBackend,
-    LocalParams,
-    objective,
-)
-from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer
+from discover_ttt.launch.local import LocalBackend, LocalParams
+from discover_ttt.launch.lora import objective
+from discover_ttt.launch.lora.tiny import tiny_model_and_tokenizer
 
 PROMPTS = [[{"role": "user", "content": "Write a number."}], [{"role": "user", "content": "Another, longer prompt."}]]
 

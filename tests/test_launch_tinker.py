@@ -28,8 +28,8 @@ from fake_tinker import (  # noqa: E402
 from discover_ttt.backend import Completion, TrainItem  # noqa: E402
 from discover_ttt.errors import UserError  # noqa: E402
 from discover_ttt.launch import tinker as tinker_backend  # noqa: E402
-from discover_ttt.launch.local import objective  # noqa: E402
-from discover_ttt.launch.local.tiny import tiny_tokenizer  # noqa: E402
+from discover_ttt.launch.lora import objective  # noqa: E402
+from discover_ttt.launch.lora.tiny import tiny_tokenizer  # noqa: E402
 from discover_ttt.launch.tinker import SDK_CALLS, TinkerBackend, TinkerParams, TinkerServiceError  # noqa: E402
 
 PROMPTS = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a second prompt"}]]
@@ -141,8 +141,8 @@ def test_advantages_sent_equal_the_local_trainers(tmp_path, monkeypatch, faithfu
     """Same rollouts, sampler and base log-probs: the per-token advantages (KL shaping
     included) the Tinker datums carry are those the local trainer computes."""
     pytest.importorskip("peft")
-    from discover_ttt.launch.local.params import TrainerParams
-    from discover_ttt.launch.local.trainer import Trainer
+    from discover_ttt.launch.lora.params import TrainerParams
+    from discover_ttt.launch.lora.trainer import Trainer
 
     b = make(tmp_path, kl_coef=0.1, train_forced_tokens=faithful, kl_in_reward=kl_in_reward)
     group = [with_forced(c) if i % 2 else c for i, c in enumerate(b.sample(PROMPTS, 3)[0] + b.sample(PROMPTS, 3)[1])]

@@ -1,7 +1,7 @@
 """`discover new-problem`: the package it writes is complete, ships with discover-ttt, installs, runs and verifies.
 
 The install -> run -> verify -> reinstall -> run sequence of the generated package (for the
-name `spread`, the tutorial's) is tests/test_plugins.py::test_run_reinstall_run.
+name `spread`, the tutorial's) is tests/test_core_plugins.py::test_run_reinstall_run.
 """
 
 import glob

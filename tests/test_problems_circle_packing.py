@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_erdos_problem import StandInSandbox, _real_sandbox, load_with_available_backend
+from test_problems_erdos import StandInSandbox, _real_sandbox, load_with_available_backend
 
 from discover_ttt.plugins import get_plugins
 from discover_ttt.problems.circle_packing import CirclePackingProblem

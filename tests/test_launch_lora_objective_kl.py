@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from discover_ttt.backend import TrainItem
-from discover_ttt.launch.local import objective
-from discover_ttt.launch.local.params import LocalParams
+from discover_ttt.launch.lora import objective
+from discover_ttt.launch.lora.params import LocalParams
 
 
 def test_kl_in_reward_against_a_hand_computation():
@@ -43,7 +43,7 @@ def test_kl_in_reward_against_a_hand_computation():
 
 
 def test_the_backend_config_selects_it(monkeypatch):
-    from test_local_backend import PROMPTS, make_backend
+    from test_launch_local_backend import PROMPTS, make_backend
 
     assert LocalParams().kl_in_reward is False
     b = make_backend(kl_coef=0.1, kl_in_reward=True)

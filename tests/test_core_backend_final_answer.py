@@ -76,8 +76,8 @@ def test_loop_parses_only_the_answer(tmp_path):
 
 
 def test_local_completions_are_split():
-    from discover_ttt.launch.local.sampling import Rollout, to_completions
-    from discover_ttt.launch.local.tiny import tiny_tokenizer
+    from discover_ttt.launch.lora.budget import Rollout, to_completions
+    from discover_ttt.launch.lora.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     texts = ["draft " + DRAFT + "</think>" + ANSWER, "draft " + DRAFT]

@@ -15,7 +15,7 @@ import torch
 import transformers
 
 from discover_ttt.launch import models
-from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer
+from discover_ttt.launch.lora.tiny import tiny_model_and_tokenizer
 
 
 @pytest.fixture

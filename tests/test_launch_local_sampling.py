@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_local_backend import PROMPTS, fixed_completion, make_backend
+from test_launch_local_backend import PROMPTS, fixed_completion, make_backend
 
 from discover_ttt.backend import TrainItem
 from discover_ttt.launch.local import LocalBackend, LocalParams, sampling
-from discover_ttt.launch.local.compat import reserve
-from discover_ttt.launch.local.tiny import tiny_model_and_tokenizer
+from discover_ttt.launch.lora.compat import reserve
+from discover_ttt.launch.lora.tiny import tiny_model_and_tokenizer
 
 
 @pytest.mark.parametrize("top_p", [1.0, 0.9, 0.5])

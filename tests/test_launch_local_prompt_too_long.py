@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from discover_ttt.launch.local.sampling import sample_with_budget
-from discover_ttt.launch.local.tiny import tiny_tokenizer
+from discover_ttt.launch.lora.budget import sample_with_budget
+from discover_ttt.launch.lora.tiny import tiny_tokenizer
 from discover_ttt.problem import bounded_code
 
 CONFIG = """\
@@ -54,7 +54,7 @@ def test_sample_with_budget_skips_rows_without_room():
 
     def generate(rows, budgets):
         calls.append((len(rows), budgets))
-        from discover_ttt.launch.local.sampling import Piece
+        from discover_ttt.launch.lora.budget import Piece
 
         return [Piece([5] * b, [-1.0] * b, True) for b in budgets]
 

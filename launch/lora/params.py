@@ -1,4 +1,5 @@
-"""Configuration of the ``local`` backend (and of the trainer the ``vllm`` backend shares)."""
+"""Parameters of the LoRA kit: the update every training backend shares, the learner, sampling,
+and the local backend's union of them (``LocalParams``; the vLLM backend reuses it)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class UpdateParams(BaseModel):
     kl_in_reward: bool = Field(
         False,
         description="TTRL form: subtract λ·(the rollout's summed KL − its batch mean) from each rollout's advantage "
-        "instead of shaping every token (formula in launch/local/objective.py).",
+        "instead of shaping every token (formula in launch/lora/objective.py).",
     )
     train_forced_tokens: bool = Field(
         False,
