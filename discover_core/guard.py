@@ -262,8 +262,14 @@ def check_bool(x: Any) -> bool:
     return bool(x)
 
 
-def check_states(k: int) -> Callable[[Any], Any]:
-    """initial_states: a list of ``k`` States with JSON constructions and finite (or no) values."""
+def check_states(k: int, value: Callable[[float], Any] | None = None) -> Callable[[Any], Any]:
+    """initial_states: a list of ``k`` States with JSON constructions and finite (or no) values.
+
+    With ``value`` (the problem's ``value(score)``), the engine owns the mapping from
+    score to value: a seed with a score gets ``value(score)``, and a seed whose own
+    value disagrees with it is refused (a minimised score stored as its value would
+    rank the worst seeds first).
+    """
     from .state import State
 
     def check(x: Any) -> list[State]:
@@ -276,12 +282,26 @@ def check_states(k: int) -> Callable[[Any], Any]:
             s.construction, s.metrics = json_safe(s.construction), json_safe(s.metrics)
             for name in ("value", "score"):
                 v = getattr(s, name)
-                if v is not None and finite(v) is None:
+                if v is not None and (finite(v) is None or isinstance(v, bool | str)):
                     raise BadReturn(f"a state's {name} must be a finite number or None, got {_short(v)}")
                 setattr(s, name, None if v is None else finite(v))
+            if value is not None and s.score is not None:
+                s.value = _seed_value(s, value)
         return x
 
     return check
+
+
+def _seed_value(state: Any, value: Callable[[float], Any]) -> float:
+    """``value(state.score)``; a different value already on the state is a plugin bug, refused."""
+    v = check_number(value(state.score))
+    if state.value is not None and not math.isclose(state.value, v, rel_tol=1e-9, abs_tol=1e-12):
+        raise BadReturn(
+            f"a seed has value {state.value:g} but value(score {state.score:g}) = {v:g}; the engine computes "
+            "every archived value from the score (a minimised score is negated), so leave value unset: "
+            "State(score=score, ...)"
+        )
+    return v
 
 
 def _short(x: Any) -> str:

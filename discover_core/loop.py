@@ -163,7 +163,7 @@ class Discovery:
         return states
 
     def _fresh_states(self, k: int) -> list[State]:
-        states = self.hooks.call_before_start("initial_states", self.rng, k, check=check_states(k))
+        states = self.hooks.call_before_start("initial_states", self.rng, k, check=check_states(k, self.problem.value))
         for s in states:
             s.id = f"seed{self.made}"
             s.step = -1
