@@ -10,7 +10,8 @@ pathological programs a model can write (long chains, deep nesting, huge files).
 import re
 import time
 
-from discover_ttt.problem import Problem, last_code_block
+from discover_ttt.parsing import last_code_block
+from discover_ttt.problem import Problem
 
 # the pattern the fence scan replaced: it backtracks on a line of unclosed fences
 OLD_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)

@@ -10,7 +10,8 @@ import pytest
 from discover_ttt import guard
 from discover_ttt.guard import PluginHookError
 from discover_ttt.loop import run_config
-from discover_ttt.problem import Evaluation, Problem, Program, code_blocks, last_code_block
+from discover_ttt.parsing import code_blocks, last_code_block
+from discover_ttt.problem import Evaluation, Problem, Program
 from discover_ttt.progress import Reporter
 
 TOY = Path(__file__).parent / "toy"

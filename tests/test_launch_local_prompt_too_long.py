@@ -7,7 +7,7 @@ import pytest
 
 from discover_ttt.launch.lora.budget import sample_with_budget
 from discover_ttt.launch.lora.tiny import tiny_tokenizer
-from discover_ttt.problem import bounded_code
+from discover_ttt.parsing import bounded_code
 
 CONFIG = """\
 problem: {{name: "toy_problem:LongCodeToy", timeout_s: 5, long_code_chars: 3000}}

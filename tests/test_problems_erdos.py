@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from discover_ttt.parsing import with_preamble
 from discover_ttt.plugins import get_plugins
 from discover_ttt.problems.erdos import ErdosProblem
-from discover_ttt.problems.erdos.problem import PREAMBLE, with_preamble
+from discover_ttt.problems.erdos.problem import PREAMBLE
 from discover_ttt.problems.erdos.verifier import c5_direct
 from discover_ttt.state import State
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from discover_ttt.components import build
+from discover_ttt.parsing import last_code_block
 from discover_ttt.plugins import get_plugins
-from discover_ttt.problem import Evaluation, Invalid, Program, last_code_block
+from discover_ttt.problem import Evaluation, Invalid, Program
 
 PROGRAMS = Path(__file__).parent / "data" / "programs" / "trimul"
 TINY = {"shapes": "tiny", "max_repeats": 3}

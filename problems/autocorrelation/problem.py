@@ -20,15 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from discover_ttt.problem import (
-    Evaluation,
-    Invalid,
-    Problem,
-    Program,
-    Verification,
-    numbers_from_record,
-    with_preamble,
-)
+from discover_ttt.parsing import numbers_from_record, with_preamble
+from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification
 from discover_ttt.state import State
 
 from . import prompts

@@ -17,16 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from discover_ttt.problem import (
-    Evaluation,
-    Invalid,
-    Problem,
-    Program,
-    Verification,
-    bounded_code,
-    max_code_chars_field,
-    with_preamble,
-)
+from discover_ttt.parsing import bounded_code, max_code_chars_field, with_preamble
+from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification
 from discover_ttt.state import State
 
 from . import prompts, verifier
