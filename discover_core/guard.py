@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,18 @@ def json_safe(x: Any, depth: int = 0) -> Any:
             raise BadReturn(f"a numpy value of dtype {x.dtype} is not JSON data")
         return x.tolist()
     raise BadReturn(f"a {type(x).__name__} is not JSON data (use lists, dicts, numbers, strings)")
+
+
+#: frames of a hook's traceback kept, and characters at most: where it failed, not the whole stack
+TRACEBACK_FRAMES = 4
+TRACEBACK_CHARS = 2000
+
+
+def last_frames(exc: BaseException) -> str:
+    """The last ``TRACEBACK_FRAMES`` frames of ``exc``'s traceback and its message, at most ``TRACEBACK_CHARS``."""
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))
+    return text if len(text) <= TRACEBACK_CHARS else "..." + text[-(TRACEBACK_CHARS - 3) :]
 
 
 def finite(x: Any) -> float | None:
@@ -132,28 +145,60 @@ class HookGuard:
     def where(self, hook: str) -> str:
         return f"problem plugin {self.plugin!r}, hook {hook}()"
 
-    def failed(self, hook: str, exc: BaseException) -> Invalid:
+    def failed(self, hook: str, exc: BaseException, *, quiet: bool = False) -> Invalid:
+        """The Invalid for a hook's failure: a one-paragraph reason, and the exception's last frames.
+
+        The frames go to the rollout's event and, with ``-v``, to the log; ``quiet`` leaves
+        the warning to the caller (an error before the start is printed once, by the CLI).
+        """
         if isinstance(exc, BadReturn):
             reason = f"{self.where(hook)} returned a bad value: {exc}"
+            frames = ""  # the plugin's code ran fine; the value says what was wrong
         else:
             reason = f"{self.where(hook)} raised {type(exc).__name__}: {str(exc)[:500]}"
-        log.warning("%s", reason)
-        return Invalid("exception", reason)
+            frames = last_frames(exc)
+        if not quiet:
+            log.warning("%s", reason)
+        if frames:
+            log.debug("%s; the traceback's last frames:\n%s", self.where(hook), frames)
+        return Invalid("exception", reason, traceback=frames)
 
-    def call(self, hook: str, *args: Any, check: Callable[[Any], Any] | None = None) -> Any:
+    def call(self, hook: str, *args: Any, check: Callable[[Any], Any] | None = None, quiet: bool = False) -> Any:
         """``problem.<hook>(*args)``, checked by ``check`` (which may convert); Invalid on failure."""
         try:
             value = getattr(self.problem, hook)(*args)
             return check(value) if check is not None else value
         except Exception as e:  # noqa: BLE001 - a plugin bug is a failed rollout, not the end of the run
-            return self.failed(hook, e)
+            return self.failed(hook, e, quiet=quiet)
 
     def call_before_start(self, hook: str, *args: Any, check: Callable[[Any], Any] | None = None) -> Any:
-        """Like ``call``, but a failure is one clear error (nothing to charge it to yet)."""
-        out = self.call(hook, *args, check=check)
+        """Like ``call``, but a failure is one clear error (nothing to charge it to yet), printed once."""
+        out = self.call(hook, *args, check=check, quiet=True)
         if isinstance(out, Invalid):
-            raise PluginHookError(f"{out.reason}. The run cannot start; fix the plugin or its config.")
+            more = (
+                " For its traceback, run again with discover -v (e.g. discover -v run CONFIG)." if out.traceback else ""
+            )
+            raise PluginHookError(f"{out.reason}. The run cannot start; fix the plugin or its config.{more}")
         return out
+
+    def seed_values(self, states: list[Any]) -> list[Any]:
+        """Seeds valued as every archived state is: ``value(score)``, set by the engine.
+
+        A seed's own value that disagrees is refused: a minimised score stored as the
+        value would rank the worst seeds first and report a seed as the best.
+        """
+        for s in states:
+            if s.score is None:
+                continue
+            v = self.call_before_start("value", s.score, check=check_number)
+            if s.value is not None and not math.isclose(s.value, v, rel_tol=1e-9, abs_tol=1e-12):
+                raise PluginHookError(
+                    f"{self.where('initial_states')} gave a seed value {s.value:g} but value(score {s.score:g}) = "
+                    f"{v:g}. The engine computes every archived state's value from its score (a minimised score is "
+                    "negated), so leave value unset: State(score=score, ...). The run cannot start."
+                )
+            s.value = v
+        return states
 
     def call_with_deadline(
         self, hook: str, sandbox: Any, *args: Any, n_programs: int = 1, check: Callable[[Any], Any] | None = None
@@ -262,14 +307,8 @@ def check_bool(x: Any) -> bool:
     return bool(x)
 
 
-def check_states(k: int, value: Callable[[float], Any] | None = None) -> Callable[[Any], Any]:
-    """initial_states: a list of ``k`` States with JSON constructions and finite (or no) values.
-
-    With ``value`` (the problem's ``value(score)``), the engine owns the mapping from
-    score to value: a seed with a score gets ``value(score)``, and a seed whose own
-    value disagrees with it is refused (a minimised score stored as its value would
-    rank the worst seeds first).
-    """
+def check_states(k: int) -> Callable[[Any], Any]:
+    """initial_states: a list of ``k`` States with JSON constructions and finite (or no) values."""
     from .state import State
 
     def check(x: Any) -> list[State]:
@@ -285,23 +324,9 @@ def check_states(k: int, value: Callable[[float], Any] | None = None) -> Callabl
                 if v is not None and (finite(v) is None or isinstance(v, bool | str)):
                     raise BadReturn(f"a state's {name} must be a finite number or None, got {_short(v)}")
                 setattr(s, name, None if v is None else finite(v))
-            if value is not None and s.score is not None:
-                s.value = _seed_value(s, value)
         return x
 
     return check
-
-
-def _seed_value(state: Any, value: Callable[[float], Any]) -> float:
-    """``value(state.score)``; a different value already on the state is a plugin bug, refused."""
-    v = check_number(value(state.score))
-    if state.value is not None and not math.isclose(state.value, v, rel_tol=1e-9, abs_tol=1e-12):
-        raise BadReturn(
-            f"a seed has value {state.value:g} but value(score {state.score:g}) = {v:g}; the engine computes "
-            "every archived value from the score (a minimised score is negated), so leave value unset: "
-            "State(score=score, ...)"
-        )
-    return v
 
 
 def _short(x: Any) -> str:

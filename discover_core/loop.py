@@ -16,6 +16,7 @@ Nothing a program or a plugin does stops the run: failures become events.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -163,7 +164,8 @@ class Discovery:
         return states
 
     def _fresh_states(self, k: int) -> list[State]:
-        states = self.hooks.call_before_start("initial_states", self.rng, k, check=check_states(k, self.problem.value))
+        states = self.hooks.call_before_start("initial_states", self.rng, k, check=check_states(k))
+        self.hooks.seed_values(states)  # the engine sets every archived value from the score
         for s in states:
             s.id = f"seed{self.made}"
             s.step = -1
@@ -461,7 +463,7 @@ class Discovery:
             value = self.hooks.call("value", score, check=check_number)
             failure = next((x for x in (reward, value) if isinstance(x, Invalid)), None)
             if failure is not None:
-                outcome = Invalid(failure.kind, failure.reason, outcome.stdout)
+                outcome = dataclasses.replace(failure, stdout=outcome.stdout)
             else:
                 child = r.parent.child(
                     id=f"t{t}-g{r.group}-r{r.index}",
@@ -475,7 +477,7 @@ class Discovery:
                 )
                 keep = self.hooks.call("keep_in_archive", child, check=check_bool)
                 if isinstance(keep, Invalid):
-                    outcome = Invalid(keep.kind, keep.reason, outcome.stdout)
+                    outcome = dataclasses.replace(keep, stdout=outcome.stdout)
                 else:
                     self._archive_ok[child.id] = keep
                     r.reward, r.child = reward, child
@@ -555,6 +557,7 @@ class Discovery:
             "advantage": r.advantage,
             "archived": bool(r.child and self._archive_ok.get(r.child.id)),
             "stdout_tail": (o.stdout or "")[-500:],
+            "traceback": None if r.valid else (getattr(o, "traceback", "") or None),  # a hook's last frames
         }
 
     def commit_step(self, t: int) -> None:

@@ -55,6 +55,7 @@ class Invalid:
     kind: str
     reason: str
     stdout: str = ""
+    traceback: str = ""  # the last frames of a hook's exception (bounded), for events.jsonl
 
     def __post_init__(self) -> None:
         if self.kind not in FAILURE_KINDS:
@@ -85,6 +86,29 @@ class Verification:
     score: float | None
     reason: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProgramLimits:
+    """The wall time and CPU cores one program gets, declared once by its problem.
+
+    ``seconds`` is the budget the prompt states; the sandbox stops a program
+    ``margin_s`` later (``timeout_s``), so one that stops right at its budget still
+    returns its result (the reference: budget + 5 s). ``cpus`` is both the number the
+    prompt states and the cores the sandbox gives (thread caps, CPU-time limit, Ray
+    request). ``keys`` name the problem's params that set ``seconds`` and ``cpus``, for
+    the error a config that also sets ``sandbox.timeout_s`` or ``sandbox.cpus`` gets.
+    """
+
+    seconds: float
+    cpus: int
+    margin_s: float = 5.0
+    keys: tuple[str, str] = ("budget_s", "cpus")
+
+    @property
+    def timeout_s(self) -> float:
+        """The sandbox's limit for one program: the stated budget plus the margin."""
+        return self.seconds + self.margin_s
 
 
 class Problem:
@@ -149,6 +173,17 @@ class Problem:
         return program_from_reply(text, self.entry, self.max_reply_chars, self.max_code_chars)
 
     # -- scoring ----------------------------------------------------------------
+    def program_limits(self) -> ProgramLimits | None:
+        """The time and CPUs one program gets, when this problem states them in its prompt.
+
+        The one owner of those two numbers: the prompt, the sandbox call in ``evaluate``
+        (``timeout_s=limits.timeout_s``), the run's sandbox (``cpus``) and the hook guard's
+        deadline all read them, and a config may not set ``sandbox.timeout_s`` or
+        ``sandbox.cpus`` to anything else. None (the default): the problem states no
+        budget, and the config's ``sandbox.timeout_s`` and ``sandbox.cpus`` apply.
+        """
+        return None
+
     def evaluate(self, program: Program, state: State, sandbox: Sandbox) -> Evaluation | Invalid:
         """Run ``program`` (started from ``state``) in ``sandbox`` and verify what it returns."""
         raise NotImplementedError

@@ -126,8 +126,7 @@ def broken(hook, behaviour):
         ("evaluate_group", "not a list"),
         ("reward", "raise"),
         ("reward", "high"),
-        ("value", "raise"),
-        ("value", float("inf")),
+        # value() is asked first for the seeds: a broken one stops the start (tests/test_core_guard.py)
         ("keep_in_archive", "raise"),
         ("keep_in_archive", "yes"),
     ],
