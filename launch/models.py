@@ -89,12 +89,15 @@ def pick_device(device: str) -> str:
 
 
 def pick_dtype(dtype: str, device: str) -> Any:
-    """``auto`` → bfloat16 on a GPU that supports it, else float32 (CPU bf16 matmuls are slow and imprecise)."""
+    """``auto`` → bfloat16 on a GPU with native bf16 (compute capability 8.0 on: A100, L4, H100, …),
+    float16 on older GPUs (T4, V100: torch emulates bf16 there, slowly, and reports it as supported),
+    float32 on the CPU (CPU bf16 matmuls are slow and imprecise)."""
     import torch
 
     if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
+        if device.startswith("cuda"):
+            major, _ = torch.cuda.get_device_capability(device)
+            return torch.bfloat16 if major >= 8 else torch.float16
         return torch.float32
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]

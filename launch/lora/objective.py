@@ -11,6 +11,12 @@ base-model log-probs ℓ^base (adapter disabled) and learner log-probs ℓ^θ:
     K_i        = Σ_t mask_{i,t} · d_{i,t},   K̄ = mean of K_i over the batch
     A_{i,t}    = mask_{i,t} · (A_i − λ · (K_i − K̄))
     L(θ)       = − Σ_i Σ_t exp(ℓ^θ_{i,t} − ℓ^samp_{i,t}) · A_{i,t}  (token sum, no clipping, no normalisation, §5.1)
+    or, with a ratio cap C (truncated importance sampling, off by default), ρ = exp(ℓ^θ − ℓ^samp):
+    L_C(θ)     = − Σ_i Σ_t min(ρ_{i,t}, C) · A_{i,t},  ∇L_C = − Σ_i Σ_t min(ρ_{i,t}, C) · A_{i,t} · ∇ℓ^θ_{i,t}
+    (the weight is capped, not the gradient cut: a token above C still moves ℓ^θ, with weight C)
+
+Sampler log-probs must be finite: one NaN makes the loss NaN and Adam writes NaN into every
+adapter weight. ``shape_batch`` refuses them; the trainer drops such rollouts before.
 """
 
 from __future__ import annotations
@@ -239,6 +245,13 @@ def shape_batch(
                 f"a completion has {len(c.tokens)} tokens but {len(lp)} sampler log-probs; "
                 "training needs both (backends that see only text cannot be trained on)."
             )
+        if not bool(torch.isfinite(lp).all()):
+            bad = torch.nonzero(~torch.isfinite(lp)).flatten()[:3].tolist()
+            raise ValueError(
+                f"a completion's sampler log-probs are not finite (NaN or ±inf at token positions {bad}); "
+                "they would make the loss NaN and spoil the adapter. The sampler returned them: check its "
+                "precision (dtype) and settings; such rollouts must be left out of the update."
+            )
     sampled_masks, loss_masks = [], []
     for c in completions:
         forced = c.forced or [False] * len(c.tokens)
@@ -255,3 +268,16 @@ def shape_batch(
 def is_loss(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     """− Σ_t exp(ℓ^θ_t − ℓ^samp_t) · A_t for one rollout (summed over rollouts by the caller)."""
     return -(torch.exp(learner_logprobs - sampler_logprobs) * advantages).sum()
+
+
+def truncated_is_loss(
+    learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, advantages: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """− Σ_t min(ρ_t, C) · A_t for one rollout, with gradient − Σ_t min(ρ_t, C) · A_t · ∇ℓ^θ_t.
+
+    Written as w · exp(ℓ^θ − stop_grad(ℓ^θ)) with w = min(ρ, C) held constant: the second
+    factor is 1 in value and carries ∇ℓ^θ, so below the cap the gradient is the uncapped
+    loss's, ρ · A · ∇ℓ^θ, and above it the weight is C (truncated importance sampling).
+    """
+    weight = torch.exp(learner_logprobs - sampler_logprobs).detach().clamp(max=cap)
+    return -(weight * torch.exp(learner_logprobs - learner_logprobs.detach()) * advantages).sum()

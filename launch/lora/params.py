@@ -48,7 +48,15 @@ class TrainerParams(UpdateParams):
     tokenizer: str | None = Field(None, description="Tokenizer id or folder when it differs from model.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on a GPU that supports it, else float32."
+        "auto",
+        description="auto: bfloat16 on a GPU with native bf16 (compute capability 8.0 on), float16 on older GPUs, "
+        "float32 on the CPU. The vllm backend samples in the same dtype.",
+    )
+    ratio_cap: float | None = Field(
+        None,
+        gt=0,
+        description="Truncated importance sampling: cap each token's weight exp(ℓ^θ − ℓ^samp) at this value "
+        "(e.g. 2) against sampler/learner mismatch. None (default) keeps the paper's uncapped ratio.",
     )
 
     lora_alpha: float = Field(32.0, gt=0)

@@ -7,6 +7,9 @@ backend (which samples with vLLM and reloads the adapter after every step).
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +25,8 @@ from .tiny import TINY_MODEL
 
 ADAPTER_DIR = "adapter"
 OPTIMIZER_FILE = "optimizer.pt"
+
+log = logging.getLogger("discover")
 
 
 class Trainer:
@@ -166,8 +171,19 @@ class Trainer:
         """Forward/backward over ``batch`` in micro-batches, summing gradients, then one Adam step."""
         start = time.perf_counter()
         items = [it for it in batch if it.completion.tokens]
+        # a NaN or ±inf sampler log-prob would make the loss NaN and Adam would write NaN into the
+        # adapter: such a rollout keeps its reward but stays out of the update
+        finite = [it for it in items if all(math.isfinite(x) for x in it.completion.logprobs or [])]
+        dropped = {"dropped_nonfinite": float(len(items) - len(finite))} if len(finite) < len(items) else {}
+        if dropped:
+            log.warning(
+                "%d rollout(s) with NaN or infinite sampler log-probs left out of the train step "
+                "(a sampler precision problem: check backend.dtype)",
+                len(items) - len(finite),
+            )
+        items = finite
         if not items:
-            return {"skipped": 1.0, "rollouts": 0.0, "tokens": 0.0}
+            return {"skipped": 1.0, "rollouts": 0.0, "tokens": 0.0, **dropped}
         sequences = [(it.completion.prompt_tokens, it.completion.tokens) for it in items]
         shaped = objective.shape_batch(
             [it.completion for it in items],
@@ -189,9 +205,11 @@ class Trainer:
         # changes nothing else for the models we target.
         self.model.train(self.params.gradient_checkpointing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss_total, ratio_sum, ratio_max, abs_gap, n_tok = 0.0, 0.0, 0.0, 0.0, 0.0
+        cap = self.params.ratio_cap
+        loss_of = objective.is_loss if cap is None else functools.partial(objective.truncated_is_loss, cap=cap)
+        loss_total, ratio_sum, ratio_max, abs_gap, n_tok, n_capped = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         for rows, learner_lp, finish in self._learner_logprobs(sequences, temperature):
-            loss = sum(objective.is_loss(lp, sampler_lp[i], adv_tok[i]) for i, lp in zip(rows, learner_lp, strict=True))
+            loss = sum(loss_of(lp, sampler_lp[i], adv_tok[i]) for i, lp in zip(rows, learner_lp, strict=True))
             loss.backward()
             if finish is not None:
                 finish()
@@ -204,6 +222,8 @@ class Trainer:
                     ratio_max = max(ratio_max, float((log_ratio.exp() * m).max()) if len(m) else 0.0)
                     abs_gap += float(log_ratio.abs().sum())
                     n_tok += float(m.sum())
+                    if cap is not None:
+                        n_capped += float(((log_ratio.exp() > cap) * m).sum())
         grad_norm = float(
             torch.norm(torch.stack([p.grad.float().norm() for p in self.trainable if p.grad is not None]))
         )
@@ -221,6 +241,8 @@ class Trainer:
             "rollouts": float(len(items)),
             "tokens": n_tok,
             "train_seconds": time.perf_counter() - start,
+            **({"ratio_capped": n_capped / max(n_tok, 1.0)} if cap is not None else {}),
+            **dropped,
         }
 
     # -- checkpoints ------------------------------------------------------------------
