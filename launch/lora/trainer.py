@@ -41,7 +41,8 @@ class Trainer:
         if model is None and params.model == TINY_MODEL:
             from .tiny import tiny_model_and_tokenizer
 
-            model, tokenizer = tiny_model_and_tokenizer(params.seed)
+            # one model whatever the run seed: the seed changes the noise, never the weights
+            model, tokenizer = tiny_model_and_tokenizer()
             model = model.to(models.pick_device(params.device))
         self.device = models.pick_device(params.device) if model is None else str(next(model.parameters()).device)
         if model is None:
