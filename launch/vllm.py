@@ -15,11 +15,20 @@ Per RL step (reference-algorithm §9.3):
 3. refresh: the adapter is written (peft safetensors) to a fresh folder, a new
    ``LoRARequest`` with a new positive integer id names it, and the prefix cache is reset
    so that no KV block computed under the old adapter is reused.
+
+Start-up checks, so that a first run on a GPU fails at once with what to change rather than
+deep inside vLLM: the context window against the model's, the free GPU memory against
+``gpu_memory_utilization`` (vLLM refuses to start when less is free than it was told to take,
+and the learner is already on the GPU), a GGUF model only where vLLM still has a GGUF loader.
+``max_lora_rank`` is rounded up to a rank vLLM accepts, and the engine runs in the learner's
+dtype so that sampler and learner log-probs come from the same precision.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,16 +38,34 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, Field
 
 from discover_ttt.backend import Backend, Completion, TrainItem
+from discover_ttt.errors import UserError
 
 from .lora.budget import call_seed
 from .lora.params import LocalParams
 
 INSTALL_HINT = "pip install 'discover-ttt[vllm]'"
 STATE_FILE = "vllm_state.json"
+#: The default model: the CPU default (SmolLM2-135M-Instruct) in the safetensors form vLLM loads.
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+#: ``max_lora_rank`` values both supported vLLM releases accept (0.10.2: a tuple checked in
+#: vllm/config/lora.py; 0.33.0: a Literal there, which also allows 1). The contract test reads both.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+#: vLLM's engine runs in its own process with its own CUDA context: room kept free for it.
+ENGINE_CONTEXT_BYTES = 2**30
+#: /dev/shm is used for adapters only when it has this many times an adapter's size free
+#: (the new version is written before the old one is removed; Docker's default is 64 MB).
+SHM_HEADROOM = 4
+SHM_DIR = "/dev/shm"
+
+log = logging.getLogger("discover")
 
 
 class VllmNotInstalled(ImportError):
     """vLLM is missing: the ``vllm`` extra is not installed."""
+
+
+class VllmConfigError(UserError):
+    """A ``vllm`` backend setting this vLLM or this GPU cannot run."""
 
 
 def _vllm_api() -> SimpleNamespace:
@@ -52,7 +79,85 @@ def _vllm_api() -> SimpleNamespace:
             f"the 'vllm' backend needs vLLM, which is not installed here ({e}). Install the extra with "
             f"{INSTALL_HINT} on a machine with a CUDA GPU, or use backend 'local' (transformers) or 'openai'."
         ) from None
-    return SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams, TokensPrompt=TokensPrompt, LoRARequest=LoRARequest)
+    # 0.10.x loads GGUF files; later releases dropped the loader
+    gguf = importlib.util.find_spec("vllm.model_executor.model_loader.gguf_loader") is not None
+    return SimpleNamespace(
+        LLM=LLM, SamplingParams=SamplingParams, TokensPrompt=TokensPrompt, LoRARequest=LoRARequest, gguf=gguf
+    )
+
+
+def engine_lora_rank(rank: int) -> int:
+    """The smallest rank vLLM accepts as ``max_lora_rank`` that holds an adapter of ``rank``
+    (vLLM serves any adapter up to ``max_lora_rank``; 4, 12 or 24 themselves are refused)."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise VllmConfigError(
+        f"backend.lora_rank {rank} is above the largest LoRA rank vLLM serves ({VLLM_LORA_RANKS[-1]}); "
+        f"set lora_rank to at most {VLLM_LORA_RANKS[-1]}, or use backend 'local'."
+    )
+
+
+def model_context_limit(config) -> int | None:
+    """Positions the model was built for (times a RoPE scaling factor), as vLLM derives its
+    largest ``max_model_len``; None when the config does not say."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    scaling = getattr(text, "rope_scaling", None) or {}
+    factor = scaling.get("factor") if isinstance(scaling, dict) else None
+    return int(limit * factor) if factor and factor > 1 else int(limit)
+
+
+def check_context_window(context_window: int, config, model: str) -> None:
+    limit = model_context_limit(config)
+    if limit is not None and context_window > limit:
+        raise VllmConfigError(
+            f"backend.context_window is {context_window} but {model} holds at most {limit} positions, and vLLM "
+            f"refuses a max_model_len above that; set backend.context_window to at most {limit} "
+            "(and max_new_tokens / thinking_budget below it)."
+        )
+
+
+def check_gpu_memory(utilization: float, free_bytes: int, total_bytes: int) -> None:
+    """vLLM stops at start-up when less memory is free than ``utilization`` × the GPU's; the learner
+    (model, adapter, Adam) is already there, and the engine's own CUDA context needs room too."""
+    usable = free_bytes - ENGINE_CONTEXT_BYTES
+    if utilization * total_bytes > usable:
+        fits = max(0.0, int(100 * usable / total_bytes) / 100)
+        gib = 2**30
+        raise VllmConfigError(
+            f"backend.gpu_memory_utilization is {utilization} ({utilization * total_bytes / gib:.1f} GiB of this "
+            f"{total_bytes / gib:.1f} GiB GPU) but only {free_bytes / gib:.1f} GiB are free with the learner loaded "
+            f"(about 1 GiB more goes to vLLM's own CUDA context); vLLM would refuse to start. Set "
+            f"backend.gpu_memory_utilization to at most {fits:.2f}, or use a smaller model."
+        )
+
+
+def torch_dtype_name(dtype) -> str:
+    """The learner's torch dtype as vLLM's ``dtype`` keyword spells it."""
+    return str(dtype).removeprefix("torch.")
+
+
+def adapter_root(adapter_dir: str | None, adapter_bytes: int) -> str | None:
+    """Where refreshed adapters go: ``adapter_dir`` when set; else /dev/shm (memory, fast to reload)
+    when it has room for a few adapters; else the system's temporary folder (None)."""
+    if adapter_dir:
+        Path(adapter_dir).mkdir(parents=True, exist_ok=True)
+        return adapter_dir
+    if Path(SHM_DIR).is_dir():
+        free = shutil.disk_usage(SHM_DIR).free
+        if free >= SHM_HEADROOM * adapter_bytes:
+            return SHM_DIR
+        log.info(
+            "vllm: %s has %.0f MB free, too little for %.0f MB adapters; writing them under %s",
+            SHM_DIR,
+            free / 1e6,
+            adapter_bytes / 1e6,
+            tempfile.gettempdir(),
+        )
+    return None
 
 
 def free_learner_cache() -> None:
@@ -71,6 +176,13 @@ class VllmParams(LocalParams):
 
     model_config = ConfigDict(extra="forbid")
 
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Hugging Face id or local folder of a model vLLM serves; a GGUF file only with vLLM 0.10.",
+    )
+    context_window: int = Field(
+        8192, ge=64, description="vLLM's max_model_len; at most the model's own context (8192 for the default)."
+    )
     device: str = "cuda"
     gpu_memory_utilization: float = Field(
         0.5, gt=0, le=1, description="Share of GPU memory vLLM may take; the learner needs the rest."
@@ -80,7 +192,8 @@ class VllmParams(LocalParams):
     enable_sleep_mode: bool = Field(False, description="Put the engine to sleep during train to free GPU memory.")
     adapter_dir: str | None = Field(
         None,
-        description="Where refreshed adapters are written; default a temporary folder under /dev/shm when present.",
+        description="Where refreshed adapters are written; default /dev/shm when it has room for them, "
+        "else the system's temporary folder.",
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments of vllm.LLM.")
 
@@ -102,11 +215,11 @@ class VllmBackend(Backend):
             trainer = Trainer(params)
         self.trainer = trainer
         self.tokenizer = trainer.tokenizer
+        check_context_window(params.context_window, trainer.model.config, params.model)
+        self.engine_lora_rank = engine_lora_rank(params.lora_rank)
         self.engine = engine if engine is not None else self._make_engine()
-        root = params.adapter_dir or ("/dev/shm" if Path("/dev/shm").is_dir() else None)
-        if root:
-            Path(root).mkdir(parents=True, exist_ok=True)
-        self._tmp = tempfile.mkdtemp(prefix="discover-lora-", dir=root)
+        adapter_bytes = sum(t.numel() * t.element_size() for t in trainer.trainable)
+        self._tmp = tempfile.mkdtemp(prefix="discover-lora-", dir=adapter_root(params.adapter_dir, adapter_bytes))
         self.adapter_version = 0  # the LoRARequest id in use; 0 = base model, no adapter yet
         self.lora_request = None
         self.sample_calls = 0
@@ -118,9 +231,10 @@ class VllmBackend(Backend):
         p = self.params
         name, gguf = resolve_model(p.model, p.gguf_file)
         kwargs: dict[str, Any] = {
-            "model": str(Path(name) / gguf) if gguf else name,
+            "model": name,
+            "dtype": torch_dtype_name(self.trainer.model.get_base_model().dtype),
             "enable_lora": True,
-            "max_lora_rank": p.lora_rank,
+            "max_lora_rank": self.engine_lora_rank,
             "max_loras": p.max_loras,
             "max_model_len": p.context_window,
             "gpu_memory_utilization": p.gpu_memory_utilization,
@@ -130,8 +244,21 @@ class VllmBackend(Backend):
             "enable_sleep_mode": p.enable_sleep_mode,
         }
         if gguf:
-            kwargs["tokenizer"] = p.tokenizer or name
+            if not getattr(self.api, "gguf", False):
+                raise VllmConfigError(
+                    f"backend.model {p.model!r} is a GGUF file, and this vLLM has no GGUF loader (vLLM 0.10 had "
+                    "one; later releases do not). Name the original Hugging Face model instead (for the CPU "
+                    f"default: {DEFAULT_MODEL}), or use backend 'local', which reads GGUF files."
+                )
+            # vLLM 0.10 recognises a GGUF model by its file name, and reads the tokenizer from the same file
+            kwargs["model"] = str(Path(name) / gguf)
+            kwargs["tokenizer"] = p.tokenizer or kwargs["model"]
         kwargs.update(p.engine_kwargs)
+        import torch
+
+        if str(p.device).startswith("cuda") and torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            check_gpu_memory(p.gpu_memory_utilization, free, total)
         return self.api.LLM(**kwargs)
 
     # -- sampling ---------------------------------------------------------------------
@@ -211,7 +338,9 @@ class VllmBackend(Backend):
         previous = Path(self._tmp) / f"v{self.adapter_version}"
         self.adapter_version = self.adapter_version + 1 if version is None else version
         path = self.trainer.save_adapter(Path(self._tmp) / f"v{self.adapter_version}")
-        self.lora_request = self.api.LoRARequest(f"discover-v{self.adapter_version}", self.adapter_version, str(path))
+        self.lora_request = self.api.LoRARequest(
+            lora_name=f"discover-v{self.adapter_version}", lora_int_id=self.adapter_version, lora_path=str(path)
+        )
         # KV blocks computed under the previous adapter must not be reused.
         self.engine.reset_prefix_cache()
         if previous != path and previous.exists():

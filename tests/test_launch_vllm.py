@@ -52,14 +52,19 @@ def fake_api():
         LLM=None,
         SamplingParams=lambda **kw: SimpleNamespace(**kw),
         TokensPrompt=lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids},
-        LoRARequest=lambda name, int_id, path: SimpleNamespace(lora_name=name, lora_int_id=int_id, lora_path=path),
+        LoRARequest=lambda lora_name, lora_int_id, lora_path: SimpleNamespace(
+            lora_name=lora_name, lora_int_id=lora_int_id, lora_path=lora_path
+        ),
+        gguf=True,
     )
 
 
 def make(tmp_path, **overrides):
     from discover_ttt.launch.lora.trainer import Trainer
 
-    params = VllmParams(model="tiny-random", device="cpu", adapter_dir=str(tmp_path), max_new_tokens=8, **overrides)
+    overrides.setdefault("adapter_dir", str(tmp_path))
+    overrides.setdefault("context_window", 4096)  # the tiny model's own
+    params = VllmParams(model="tiny-random", device="cpu", max_new_tokens=8, **overrides)
     trainer = Trainer(params)
     return VllmBackend(params, engine=FakeLLM(trainer.tokenizer.eos_token_id), trainer=trainer, api=fake_api())
 
@@ -176,6 +181,7 @@ def test_every_setting_reaches_the_engine_and_each_request(tmp_path):
     b = VllmBackend(params, trainer=trainer, api=api)
     assert made == {
         "model": "tiny-random",
+        "dtype": "float32",  # the learner's
         "enable_lora": True,
         "max_lora_rank": 8,
         "max_loras": 2,
