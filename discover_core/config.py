@@ -292,7 +292,22 @@ def load_config(
         except pydantic.ValidationError as e:
             raise ConfigError(_format_errors(source, [section], e, model)) from None
         params[section] = _resolve_paths(validated, base_dir)
+        if section == "estimator":
+            _check_estimator(source, entry, validated, config.run.rollouts)
     return LoadedConfig(config=config, params=params, source=source, base_dir=base_dir, raw=raw)
+
+
+def _check_estimator(source: str, entry: Any, params: BaseModel, rollouts: int) -> None:
+    """An estimator registered with ``check=`` refuses settings the group size makes meaningless."""
+    check = entry.extra.get("check")
+    if check is None:
+        return
+    try:
+        check(rollouts, **params.model_dump())
+    except ValueError as e:
+        raise ConfigError(
+            f"Invalid config {source}: estimator {entry.name!r} with run.rollouts={rollouts}: {e}"
+        ) from None
 
 
 # -- what a resume may change ------------------------------------------------------------

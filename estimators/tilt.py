@@ -58,6 +58,28 @@ def kl_to_uniform(rewards, beta: float) -> float:
     return float(np.dot(q_G, log_q_G) + math.log(k))
 
 
+def check_kl_target(kl_target: float, k: int) -> float:
+    """``kl_target`` if a group of ``k`` rewards can reach it, else a ValueError that says why.
+
+    KL(softmax(β r) ‖ uniform) lies in [0, ln k): a target ≤ 0 would ask for β = 0
+    (no learning signal), and one ≥ ln k is never reached, so β would end at the cap
+    and the best sample's advantage near 1e12. The one exception is the method's own
+    edge, ln 2 with k = 2: kept as the reference runs it, with the small-group warning.
+    """
+    target = float(kl_target)
+    if not (math.isfinite(target) and target > 0):
+        raise ValueError(
+            f"kl_target must be a finite number > 0 (nats; the method uses ln 2 ≈ 0.693), got {kl_target!r}"
+        )
+    if k >= 2 and target >= math.log(k) and not (k == 2 and target == LN2):
+        raise ValueError(
+            f"kl_target {target:g} is out of reach for a group of {k} rewards: KL to uniform stays below "
+            f"ln {k} = {math.log(k):.4g}, so β would run to its cap and the best sample's advantage to about 1e12. "
+            f"Use a kl_target below {math.log(k):.4g}, or more than {math.exp(target):.3g} rollouts per group."
+        )
+    return target
+
+
 def solve_beta(rewards, kl_target: float = LN2) -> float:
     """The β at which KL(softmax(β r) ‖ uniform) reaches ``kl_target``.
 
@@ -66,9 +88,11 @@ def solve_beta(rewards, kl_target: float = LN2) -> float:
     KL(hi) < target; if the target is still out of reach, return hi (= 2^20, the
     "best effort" β: this happens when at least half the group ties at the max,
     and for constant groups). Otherwise 60 bisection steps on [0, hi], returning
-    the upper end, so KL(β) ≥ target. Fewer than 2 rewards: β = 0.
+    the upper end, so KL(β) ≥ target. Fewer than 2 rewards: β = 0. A target that
+    no group of this size can reach is a ValueError (``check_kl_target``).
     """
     rewards_G = _as_rewards(rewards)
+    kl_target = check_kl_target(kl_target, rewards_G.size)
     if rewards_G.size < 2:
         return 0.0
     hi = 1.0
@@ -105,12 +129,14 @@ def entropic_adaptive(rewards, *, kl_target: float = LN2) -> np.ndarray:
     """Entropic advantages with β solved per group (the method's default).
 
     β = solve_beta(rewards, kl_target), then the leave-one-out formula of the
-    module docstring. Fewer than 2 rewards, or all equal: zeros. Warns once when
+    module docstring. Fewer than 2 rewards, or all equal: zeros. A ``kl_target`` ≤ 0,
+    or one the group size cannot reach (≥ ln k), is a ValueError. Warns once when
     a group has fewer than 4 rewards: β is then ill-conditioned (k = 2 with
     distinct rewards gives the better sample A ≈ 1e12).
     """
     global _warned_small_group
     rewards_G = _as_rewards(rewards)
+    check_kl_target(kl_target, rewards_G.size)  # also for constant groups: a bad setting fails at once
     if 0 < rewards_G.size < SMALL_GROUP and not _warned_small_group:
         _warned_small_group = True
         warnings.warn(

@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from discover_ttt.state import State
 
 
@@ -28,6 +30,43 @@ class Sampler(Protocol):
     def best(self) -> State | None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, d: dict[str, Any]) -> None: ...
+
+
+def checked_value(state: State) -> float | None:
+    """The value a sampler archives: a finite float, or None for a state without one.
+
+    A string, a bool, NaN or an infinity is refused rather than ranked (``"5"`` would
+    compare as a number; NaN would sort anywhere). The state's value is stored back as
+    a Python float, so that ``state_dict()`` stays JSON with numpy values.
+    """
+    v = state.value
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes, bool)) or not hasattr(v, "__float__"):
+        raise TypeError(f"state {state.id!r}: value must be a number or None, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"state {state.id!r}: value must be finite, got {v}; use None for a state without a value")
+    state.value = v
+    return v
+
+
+def check_count(k: int) -> int:
+    """``select``'s k: a count, 0 or more."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"select(k): k is the number of states to pick, 0 or more, got {k!r}")
+    return int(k)
+
+
+def plain(x: Any) -> Any:
+    """``x`` with numpy arrays and scalars turned into lists and numbers, tuples into lists (JSON data)."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if hasattr(x, "tolist") and hasattr(x, "dtype"):
+        return x.tolist()
+    return x
 
 
 def value_of(state: State) -> float | None:

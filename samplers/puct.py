@@ -32,7 +32,7 @@ import numpy as np
 
 from discover_ttt.state import State
 
-from .archive import KeyIndex, dedup_key, link_to_parent, value_of
+from .archive import KeyIndex, check_count, checked_value, dedup_key, link_to_parent, plain, value_of
 
 SCALE_FLOOR = 1e-6
 _FIRST_BLOCK = 64  # candidates sorted up front by select(); the rest only if blocking exhausts them
@@ -191,11 +191,22 @@ class PUCT:
         return self._n_arch
 
     def seed(self, states: Iterable[State]) -> None:
-        """Add initial states. Seeds are never pruned nor deduplicated, and are excluded from the scale."""
+        """Add initial states. Seeds are never pruned nor deduplicated, and are excluded from the scale.
+
+        Raises ValueError for an id the archive already knows (two states with one id
+        would share their statistics) and for a value that is not a finite number or None.
+        """
+        states = list(states)
+        ids = [s.id for s in states]
+        clash = next((i for i in ids if i in self._slot), None) or next(
+            (i for n, i in enumerate(ids) if i in ids[:n]), None
+        )
+        if clash is not None:
+            raise ValueError(f"PUCT.seed: the id {clash!r} is already used; give every state its own id")
+        for state in states:
+            checked_value(state)
         for state in states:
             slot = self._slot_of(state.id)
-            if self._obj[slot] is not None:
-                continue
             self._is_seed[slot] = True
             self._parent[slot] = -1
             self._archive(state, slot, dedup_key(state))
@@ -207,7 +218,22 @@ class PUCT:
         all its ancestors and increments T. A child with a value also raises the
         parent's best-child value m; it enters the archive unless ``accept`` refuses
         it or an archived state has the same construction (or, without one, code).
+
+        Raises ValueError, before counting anything, for a parent the archive has never
+        held, a child whose id it already knows (even a pruned one's), and a child value
+        that is not a finite number or None.
         """
+        if parent.id not in self._slot:
+            raise ValueError(
+                f"PUCT.record: the parent {parent.id!r} was never in the archive; record children of selected states"
+            )
+        if child is not None:
+            if child.id in self._slot:
+                raise ValueError(
+                    f"PUCT.record: the child's id {child.id!r} is already used; give every state its own id "
+                    "(State() and state.child() draw a fresh one)"
+                )
+            checked_value(child)
         chain = self._chains.get(parent.id)
         if chain is None:
             chain = [self._slot_of(parent.id, parent)] + [self._slot_of(a) for a in parent.parents]
@@ -311,10 +337,13 @@ class PUCT:
     def select(self, k: int) -> list[State]:
         """The top ``k`` states by (score, value); no picked state is an ancestor or descendant of another.
 
-        Fewer than ``k`` come back only if blocking leaves too few. With an empty
-        archive and ``make_states`` set, fresh states seed it first.
+        Fewer than ``k`` come back when the archive holds fewer than ``k`` states no two
+        of which share a lineage (with 3 seeds, ``select(8)`` returns 3 states); the
+        caller runs fewer groups, or asks ``make_states`` for more. With an empty archive
+        and ``make_states`` set, fresh states seed it first. ``k`` < 0 is a ValueError;
+        ``select(0)`` returns [].
         """
-        if k <= 0:
+        if check_count(k) == 0:
             return []
         if self._n_arch == 0 and self.make_states is not None:
             self.seed(self.make_states(k))
@@ -401,7 +430,7 @@ class PUCT:
                 "children_per_parent": self.children_per_parent,
                 "visit_normaliser": self.visit_normaliser,
             },
-            "states": [s.to_dict() for s in states],
+            "states": [plain(s.to_dict()) for s in states],  # numpy values in constructions become JSON
             "seeds": [s.id for s in states if self._is_seed[self._slot[s.id]]],
             "n": {self._ids[i]: int(self._n[i]) for i in visited},
             "m": {self._ids[i]: float(self._m[i]) for i in with_child},

@@ -9,7 +9,7 @@ import numpy as np
 
 from discover_ttt.state import State
 
-from .archive import KeyIndex, dedup_key, link_to_parent, value_of
+from .archive import KeyIndex, check_count, checked_value, dedup_key, link_to_parent, plain, value_of
 
 
 def _sort_value(state: State) -> float:
@@ -49,6 +49,7 @@ class Greedy:
 
     def seed(self, states: Iterable[State]) -> None:
         for state in states:
+            checked_value(state)  # a string or NaN value is refused, not ranked
             if state.id in self._ids:
                 continue
             self._seed_ids.add(state.id)
@@ -57,7 +58,7 @@ class Greedy:
             self._keys.add(state, dedup_key(state))
 
     def select(self, k: int) -> list[State]:
-        if k <= 0:
+        if check_count(k) == 0:
             return []
         if not self._states and self.make_states is not None:
             self.seed(self.make_states(k))
@@ -83,7 +84,7 @@ class Greedy:
         return picked
 
     def record(self, parent: State, child: State | None = None) -> None:
-        if child is None or value_of(child) is None:
+        if child is None or checked_value(child) is None:
             return
         if self.accept is not None and not self.accept(child):
             return
@@ -122,7 +123,7 @@ class Greedy:
         return {
             "type": "greedy",
             "params": {"epsilon": self.epsilon},
-            "states": [s.to_dict() for s in self._states],
+            "states": [plain(s.to_dict()) for s in self._states],
             "seeds": sorted(self._seed_ids),
             "k": self._k,
             "rng": self.rng.bit_generator.state,
@@ -172,11 +173,12 @@ class NoReuse:
 
     def seed(self, states: Iterable[State]) -> None:
         for s in states:
+            checked_value(s)
             self._seeds.append(s)
             self._consider(s)
 
     def select(self, k: int) -> list[State]:
-        if k <= 0:
+        if check_count(k) == 0:
             return []
         if self.make_states is not None:
             fresh = list(self.make_states(k))
@@ -190,7 +192,7 @@ class NoReuse:
         return picked
 
     def record(self, parent: State, child: State | None = None) -> None:
-        if child is None or value_of(child) is None:
+        if child is None or checked_value(child) is None:
             return
         if self.accept is not None and not self.accept(child):
             return
@@ -206,8 +208,8 @@ class NoReuse:
     def state_dict(self) -> dict[str, Any]:
         return {
             "type": "no_reuse",
-            "seeds": [s.to_dict() for s in self._seeds],
-            "best": None if self._best is None else self._best.to_dict(),
+            "seeds": [plain(s.to_dict()) for s in self._seeds],
+            "best": None if self._best is None else plain(self._best.to_dict()),
             "next": self._next,
         }
 

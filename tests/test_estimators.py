@@ -278,3 +278,45 @@ def test_estimator_options_are_keyword_only_with_the_documented_defaults():
     np.testing.assert_array_equal(entropic_adaptive(r), entropic_adaptive(r, kl_target=math.log(2)))
     with pytest.raises(ValueError, match=r"got \[nan, inf, -inf\] among them"):
         entropic_adaptive([np.nan, np.inf, -np.inf, np.nan, 1.0])
+
+
+# -- settings that cannot work are refused --------------------------------------------------
+@pytest.mark.parametrize("kl_target", [0.0, -0.5, float("nan"), float("inf")])
+def test_a_kl_target_that_is_not_positive_is_refused(kl_target):
+    r = np.array([0.0, 0.5, 1.0, 3.0])
+    for fn in (entropic_adaptive, solve_beta):
+        with pytest.raises(ValueError, match="kl_target must be a finite number > 0"):
+            fn(r, kl_target=kl_target)
+    with pytest.raises(ValueError, match="kl_target"):
+        entropic_adaptive(np.ones(4), kl_target=0.0)  # even where the group is constant
+
+
+def test_an_unreachable_kl_target_is_refused_rather_than_giving_1e12():
+    r = np.array([0.0, 0.5, 1.0, 3.0])  # KL to uniform stays below ln 4 ≈ 1.386
+    with pytest.raises(ValueError, match=r"out of reach for a group of 4 rewards.*ln 4 = 1.386"):
+        entropic_adaptive(r, kl_target=1.5)
+    assert np.abs(entropic_adaptive(r, kl_target=1.3)).max() < 1e6  # reachable: a bounded advantage
+    # the method's own edge (ln 2 with two rewards) stays as the reference runs it, with its warning
+    assert entropic_adaptive([0.0, 1.0])[1] == pytest.approx(1e12, rel=1e-5)
+    with pytest.raises(ValueError, match="out of reach"):
+        entropic_adaptive([0.0, 1.0], kl_target=0.7)
+
+
+def test_a_constant_group_reports_no_beta():
+    from discover_ttt.estimators.plugin import _adaptive_stats
+
+    assert _adaptive_stats(np.full(8, 0.3)) == {} and _adaptive_stats([1.0]) == {}
+    assert 0 < _adaptive_stats(np.array([0.0, 1.0, 2.0, 3.0]))["beta"] < 2**20
+
+
+def test_a_config_with_an_unreachable_kl_target_is_a_config_error(tmp_path):
+    from pathlib import Path
+
+    from discover_ttt.config import ConfigError, load_config
+
+    config = Path(__file__).parent / "toy" / "config.yaml"
+    with pytest.raises(ConfigError, match=r"estimator 'entropic_adaptive' with run.rollouts=4: kl_target 1.5"):
+        load_config(config, ["estimator.kl_target=1.5"])
+    with pytest.raises(ConfigError, match="kl_target must be"):
+        load_config(config, ["estimator.kl_target=0"])
+    load_config(config, ["estimator.kl_target=1.0"])

@@ -232,19 +232,19 @@ def test_unknown_states_have_no_visits_and_saved_counts_skip_zeros():
     assert saved["n"] == {"B": 1} and saved["m"] == {} and saved["T"] == 1
 
 
-def test_a_child_whose_id_was_seen_only_as_an_ancestor_is_archived():
+def test_a_parent_the_archive_never_held_is_refused_before_anything_is_counted():
     p = PUCT()
     seed = State(id="S", value=0.0)
     p.seed([seed])
-    # a parent unknown to the sampler, whose lineage names "G": G gets statistics, not an archive place
-    stranger = State(id="P", value=1.0, parents=["G", "S"])
-    p.record(stranger, None)
-    assert p.visits("G") == 1 and "G" not in ids(p.states)
+    stranger = State(id="P", value=1.0, parents=["G", "S"])  # its lineage names a state never archived
+    with pytest.raises(ValueError, match="parent 'P' was never in the archive"):
+        p.record(stranger, stranger.child(id="X", value=2.0))
+    with pytest.raises(ValueError, match="parent 'P'"):
+        p.record(stranger, None)
+    assert p.T == 0 and p.visits("S") == 0 and ids(p.states) == ["S"]
     x = seed.child(id="X", value=3.0, code="x")
-    p.record(seed, x)  # archived before G, with a later slot than G's
-    g = State(id="G", value=2.0, code="g", parents=["S"])
-    p.record(seed, g)
-    assert ids(p.states) == ["S", "X", "G"]
+    p.record(seed, x)  # the refused child's id is still free
+    assert ids(p.states) == ["S", "X"]
     terms = p._score_terms()
     assert [p.score(s) for s in p.states] == terms["score"].tolist()  # each state's own score, found by its slot
 
@@ -467,3 +467,58 @@ def test_fast_ordering_helpers_match_a_stable_sort():
         np.testing.assert_array_equal(_descending(values), stable)
         count = int(rng.integers(0, size + 5))
         np.testing.assert_array_equal(np.sort(_all_but_top(values, count)), np.sort(stable[count:]))
+
+
+# -- bad input is refused with a clear error --------------------------------------------------
+def test_a_child_whose_id_is_taken_is_refused_not_dropped():
+    p = PUCT()
+    seed = State(id="S", value=0.0)
+    p.seed([seed])
+    p.record(seed, seed.child(id="c", value=1.0, code="a"))
+    for taken in ("c", "S"):
+        with pytest.raises(ValueError, match=f"id '{taken}' is already used"):
+            p.record(seed, seed.child(id=taken, value=10.0, code="best so far"))
+    assert ids(p.states) == ["S", "c"] and p.T == 1 and p.best().value == 1.0
+
+
+@pytest.mark.parametrize("bad", ["5", b"5", True, float("nan"), float("inf"), [1.0]])
+def test_a_value_that_is_not_a_finite_number_is_refused(bad):
+    p = PUCT()
+    with pytest.raises((TypeError, ValueError), match="value must be"):
+        p.seed([State(id="S", value=bad)])
+    assert len(p) == 0
+    seed = State(id="S", value=0.0)
+    p.seed([seed])
+    with pytest.raises((TypeError, ValueError), match="value must be"):
+        p.record(seed, seed.child(id="c", value=bad))
+    assert ids(p.states) == ["S"] and p.T == 0
+
+
+def test_duplicate_seed_ids_are_refused():
+    p = PUCT()
+    with pytest.raises(ValueError, match="id 'a' is already used"):
+        p.seed([State(id="a", value=1.0), State(id="a", value=2.0)])
+    assert len(p) == 0
+    p.seed([State(id="a", value=1.0)])
+    with pytest.raises(ValueError, match="id 'a' is already used"):
+        p.seed([State(id="b", value=0.0), State(id="a", value=5.0)])
+    assert ids(p.states) == ["a"]
+
+
+def test_state_dict_is_json_with_numpy_values():
+    p = PUCT()
+    seed = State(id="S", value=np.float32(0.5), score=np.float32(0.5), construction=np.arange(3, dtype=np.float32))
+    p.seed([seed])
+    p.record(seed, seed.child(id="c", value=np.float64(1.0), construction=[np.int64(2)], metrics={"m": np.float32(2)}))
+    saved = json.loads(json.dumps(p.state_dict()))
+    assert [s["value"] for s in saved["states"]] == [0.5, 1.0] and saved["states"][0]["construction"] == [0, 1, 2]
+    assert ids(PUCT.from_state_dict(saved).select(2)) == ids(p.select(2))
+
+
+def test_select_refuses_a_negative_count_and_says_when_it_returns_fewer():
+    p = PUCT()
+    p.seed([State(id=f"s{i}", value=float(i)) for i in range(3)])
+    with pytest.raises(ValueError, match="0 or more"):
+        p.select(-1)
+    assert p.select(0) == []
+    assert len(p.select(8)) == 3  # no more states than the archive holds
