@@ -39,11 +39,12 @@ from pydantic import ConfigDict, Field
 
 from discover_ttt.backend import Backend, Completion, TrainItem
 from discover_ttt.errors import UserError
+from discover_ttt.install import install_command
 
 from .lora.budget import call_seed
 from .lora.params import LocalParams
 
-INSTALL_HINT = "pip install 'discover-ttt[vllm]'"
+INSTALL_HINT = install_command("vllm")
 STATE_FILE = "vllm_state.json"
 #: The default model: the CPU default (SmolLM2-135M-Instruct) in the safetensors form vLLM loads.
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -56,6 +57,8 @@ ENGINE_CONTEXT_BYTES = 2**30
 #: (the new version is written before the old one is removed; Docker's default is 64 MB).
 SHM_HEADROOM = 4
 SHM_DIR = "/dev/shm"
+#: vLLM's GGUF loader (0.10.x has it, later releases do not)
+GGUF_LOADER_MODULE = "vllm.model_executor.model_loader.gguf_loader"
 
 log = logging.getLogger("discover")
 
@@ -80,7 +83,7 @@ def _vllm_api() -> SimpleNamespace:
             f"{INSTALL_HINT} on a machine with a CUDA GPU, or use backend 'local' (transformers) or 'openai'."
         ) from None
     # 0.10.x loads GGUF files; later releases dropped the loader
-    gguf = importlib.util.find_spec("vllm.model_executor.model_loader.gguf_loader") is not None
+    gguf = importlib.util.find_spec(GGUF_LOADER_MODULE) is not None
     return SimpleNamespace(
         LLM=LLM, SamplingParams=SamplingParams, TokensPrompt=TokensPrompt, LoRARequest=LoRARequest, gguf=gguf
     )
