@@ -39,12 +39,11 @@ from pydantic import ConfigDict, Field
 
 from discover_ttt.backend import Backend, Completion, TrainItem
 from discover_ttt.errors import UserError
-from discover_ttt.install import install_command
 
 from .lora.budget import call_seed
 from .lora.params import LocalParams
 
-INSTALL_HINT = install_command("vllm")
+INSTALL_HINT = "pip install 'discover-ttt[vllm]'"
 STATE_FILE = "vllm_state.json"
 #: The default model: the CPU default (SmolLM2-135M-Instruct) in the safetensors form vLLM loads.
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
