@@ -8,9 +8,11 @@
       best/                best construction as of the last checkpoint: construction.json, code.py, score.json
       checkpoints/step_N/  sampler state, loop state (RNG, counters, best), backend state
 
-Checkpoints are written under a temporary name and renamed, so a crash never
-leaves a half-written step; ``latest_checkpoint`` ignores anything else. ``best/``
-is replaced as one folder when a checkpoint commits, from that checkpoint's record.
+A checkpoint is written whole by ``write_checkpoint`` (backend/ from the backend's
+save hook, sampler.json, then loop.json, whose presence marks it complete) under a
+temporary name and renamed, so a crash never leaves a half-written step;
+``latest_checkpoint`` ignores anything else, and ``read_checkpoint`` reads one back.
+``best/`` is replaced as one folder when a checkpoint commits, from that checkpoint's record.
 One process at a time owns a run directory (``fcntl.flock`` on ``.lock``, released
 by the kernel when the process dies, so a dead holder's lock is simply taken over).
 A folder holding files no run wrote is never used.
@@ -28,7 +30,8 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,10 @@ import yaml
 from .errors import UserError
 
 CHECKPOINT_PREFIX = "step_"
+#: written last into a checkpoint: a checkpoint folder without it is incomplete
+LOOP_STATE = "loop.json"
+SAMPLER_STATE = "sampler.json"
+BACKEND_DIR = "backend"
 MARKER = ".discover-run"
 LOCK = ".lock"
 #: names a run writes in its folder; anything else there is the user's
@@ -45,6 +52,21 @@ RUN_NAMES = frozenset({MARKER, LOCK, "config.yaml", "events.jsonl", "best", "che
 
 class RunDirError(UserError):
     """A run directory that cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass
+class Checkpoint:
+    """One complete checkpoint as read back: the step it ends, the loop's and the sampler's state."""
+
+    path: Path
+    step: int
+    loop: dict[str, Any]  # the loop's state, less the step
+    sampler: dict[str, Any]
+
+    @property
+    def backend(self) -> Path:
+        """The folder the backend's save hook wrote (its load hook reads it)."""
+        return self.path / BACKEND_DIR
 
 
 def _jsonable(x: Any) -> Any:
@@ -332,8 +354,67 @@ class RunStore:
     def checkpoint_path(self, step: int) -> Path:
         return self.ckpt_dir / f"{CHECKPOINT_PREFIX}{step:06d}"
 
+    @staticmethod
+    def checkpoint_step(path: Path) -> int:
+        """The step a checkpoint folder ends (``step_000012`` -> 12)."""
+        return int(Path(path).name[len(CHECKPOINT_PREFIX) :])
+
+    def write_checkpoint(
+        self,
+        step: int,
+        loop_state: dict[str, Any],
+        sampler_state: dict[str, Any],
+        save_backend: Callable[[Path], None],
+        keep: int,
+    ) -> Path:
+        """Write the whole checkpoint of ``step`` and keep the last ``keep``; returns its folder.
+
+        Built under a temporary name (backend/ by ``save_backend``, sampler.json, loop.json
+        last) and renamed into place; a half-written one never stays.
+        """
+        tmp = self._checkpoint_tmp(step)
+        try:
+            with self.os_errors(f"write the checkpoint of step {step}"):
+                tmp = self.begin_checkpoint(step)
+                (tmp / BACKEND_DIR).mkdir()
+                save_backend(tmp / BACKEND_DIR)
+                write_atomic(tmp / SAMPLER_STATE, dumps(sampler_state))
+                # written last: marks the checkpoint complete
+                write_atomic(tmp / LOOP_STATE, dumps({"step": step, **loop_state}))
+                return self.commit_checkpoint(tmp, step, keep=keep)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after the commit; a half-written one never stays
+
+    def read_checkpoint(self, path: Path | None = None) -> Checkpoint | None:
+        """The checkpoint at ``path`` (default: the latest complete one), or None when there is none."""
+        path = self.latest_checkpoint() if path is None else Path(path)
+        if path is None:
+            return None
+        try:
+            loop_state = json.loads((path / LOOP_STATE).read_text())
+            sampler_state = json.loads((path / SAMPLER_STATE).read_text())
+            step = loop_state.pop("step")
+            if not isinstance(step, int) or not isinstance(sampler_state, dict):
+                raise ValueError("a step number and a sampler mapping were expected")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise RunDirError(
+                f"Checkpoint {path} is corrupted ({e}). Delete that folder to resume from the one before it."
+            ) from None
+        return Checkpoint(path=path, step=step, loop=loop_state, sampler=sampler_state)
+
+    def last_step(self) -> int | None:
+        """The step the latest complete checkpoint ends; None when there is none or it cannot be read."""
+        try:
+            ckpt = self.read_checkpoint()
+        except RunDirError:
+            return None
+        return None if ckpt is None else ckpt.step
+
+    def _checkpoint_tmp(self, step: int) -> Path:
+        return self.ckpt_dir / f".{CHECKPOINT_PREFIX}{step:06d}.tmp"
+
     def begin_checkpoint(self, step: int) -> Path:
-        tmp = self.ckpt_dir / f".{CHECKPOINT_PREFIX}{step:06d}.tmp"
+        tmp = self._checkpoint_tmp(step)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -355,7 +436,7 @@ class RunStore:
         done = [
             p
             for p in self.ckpt_dir.iterdir()
-            if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and (p / "loop.json").exists()
+            if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and (p / LOOP_STATE).exists()
         ]
         return sorted(done)
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from discover_ttt import store as store_mod
-from discover_ttt.loop import Discovery, RunInterrupted, resume_run, run_config
+from discover_ttt.loop import RunInterrupted, resume_run, run_config
 from discover_ttt.progress import Reporter
 from discover_ttt.store import RunDirError, RunStore
 
@@ -186,7 +186,7 @@ def test_best_is_written_at_the_checkpoint_from_its_record(tmp_path, monkeypatch
         return Evaluation(score=0.0, construction=[0.3, 0.3, 0.3])
 
     monkeypatch.setattr(toy_problem.ToyProblem, "evaluate", perfect)
-    monkeypatch.setattr(Discovery, "_checkpoint", lambda self, t: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(RunStore, "write_checkpoint", lambda self, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(RunInterrupted, match="Interrupted during step 1.*up to 0.*discover resume"):
         resume_run(out, ["run.steps=2"], reporter=Reporter())
     assert json.loads((out / "best" / "score.json").read_text())["state_id"] == loop_state["best"]["state_id"]
@@ -205,7 +205,7 @@ def test_ctrl_c_stops_the_step_and_says_how_to_resume(tmp_path, discover_bin, to
     _slow_replies(replies)
     out = tmp_path / "r"
     cmd = [discover_bin, "run", str(CONFIG), "--set", f"run.output={out}", "--set", f"backend.path={replies}"]
-    cmd += ["--set", "run.steps=3", "--set", "problem.timeout_s=60", "--set", "sandbox.timeout_s=60"]
+    cmd += ["--set", "run.steps=3", "--set", "sandbox.timeout_s=60"]
     cmd += [x for s in SMALL for x in ("--set", s)]
     proc = subprocess.Popen(cmd, env=toy_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
