@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh clone:
 #   make run    set up (if needed) and run the main job: Erdős on the CPU default
-#   make test   set up (if needed), lint and run the tests
+#   make test   set up (if needed), lint and run the fast tier of the tests (make test-all: every test)
 .PHONY: setup run test test-all lint dist
 
 setup:
@@ -13,6 +13,7 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
+# The fast tier (unit and fast integration tests; budget 120 s with lint, DEVELOPERS.md).
 test: lint
 	.venv/bin/pytest
 
@@ -21,6 +22,9 @@ dist: setup
 	.venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 	@ls dist/discover_ttt-*.whl
 
-# Everything, including tests marked slow (model loading, full CPU runs).
-test-all: setup
-	.venv/bin/pytest -m ''
+# Every test once: lint, the fast tier, then the rest (slow, ray, browser, contract), both under
+# coverage, and the fast tier's share of the lines the whole suite covers (tests/tiers.py).
+test-all: lint
+	COVERAGE_FILE=.coverage.fast .venv/bin/pytest --cov --cov-report=
+	COVERAGE_FILE=.coverage.rest .venv/bin/pytest -m 'slow or ray or browser or contract' --cov --cov-report=
+	.venv/bin/python tests/tiers.py .coverage.fast .coverage.rest

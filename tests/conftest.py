@@ -1,8 +1,14 @@
+import logging
 import os
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+
+# the fast tier's time budget on CI (tests/tiers.py); pytest finds these hooks here
+from tiers import pytest_sessionfinish, pytest_sessionstart, pytest_terminal_summary  # noqa: F401
 
 TESTS = Path(__file__).parent
 TOY = TESTS / "toy"
@@ -21,6 +27,92 @@ def toy_env(tmp_path):
 @pytest.fixture
 def discover_bin():
     return str(Path(sys.executable).parent / "discover")
+
+
+class _ToStderr(logging.Handler):
+    """What an unconfigured process prints for a warning (logging's last resort): the message, on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+
+
+@pytest.fixture
+def discover_cli(monkeypatch):
+    """``discover ARGS`` run in this process, as its console script runs it.
+
+    The plugin manager is loaded afresh for each call; ``site`` folders go on ``sys.path`` as
+    PYTHONPATH would put them; ``env`` sets (or, with None, unsets) variables for the call. Returns a
+    ``subprocess.CompletedProcess`` with the exit code and the text on stdout and stderr. Keep real
+    subprocesses for what only a process shows: signals, ``python -m``, the installed entry point.
+    """
+    from click.testing import CliRunner
+
+    from discover_ttt import cli
+    from discover_ttt.plugins import reset_plugins
+
+    def run(*args: str, env=None, site=None, cwd=None) -> subprocess.CompletedProcess:
+        args = [str(a) for a in args]
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        warnings = _ToStderr(logging.WARNING)
+        with monkeypatch.context() as m:
+            m.setattr(sys, "argv", ["discover", *args])
+            for folder in [site] if isinstance(site, (str, Path)) else site or ():
+                m.syspath_prepend(str(folder))
+            if cwd is not None:
+                m.chdir(cwd)
+            reset_plugins()
+            with CliRunner().isolation(env=env) as (out, err, _):
+                root.addHandler(warnings)
+                try:
+                    cli.main()
+                    code = 0
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else int(e.code is not None)
+                finally:
+                    root.handlers[:], root.level = handlers, level  # also undoes a basicConfig
+                    sys.stdout.flush()  # the runner's text wrappers buffer what they are given
+                    sys.stderr.flush()
+            reset_plugins()
+        return subprocess.CompletedProcess(["discover", *args], code, out.getvalue().decode(), err.getvalue().decode())
+
+    return run
+
+
+# -- one local Ray for the session ------------------------------------------------------------
+RAY_SECRET_VAR = "DISCOVER_TEST_RAY_SECRET"
+RAY_SECRET = "sk-ray-" + uuid.uuid4().hex  # in the raylet's environment: programs must not read it
+
+
+def start_local_ray(ray) -> None:
+    """2 CPUs, one logical GPU (Ray accounts for it, no hardware needed), no dashboard, a small object
+    store; the raylet and its workers inherit RAY_SECRET_VAR, and its jobs import the toy problem."""
+    os.environ[RAY_SECRET_VAR] = RAY_SECRET
+    try:
+        ray.init(
+            address="local",
+            num_cpus=2,
+            num_gpus=1,
+            include_dashboard=False,
+            object_store_memory=80 * 2**20,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TOY), os.environ.get("PYTHONPATH", "")])}},
+        )
+    finally:
+        del os.environ[RAY_SECRET_VAR]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """The one local Ray instance of the session, started by its first user (tests marked ``ray``).
+
+    A test that needs a Ray of its own (the two-node cluster) shuts it down and starts it again after.
+    """
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    if not ray.is_initialized():
+        start_local_ray(ray)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import textwrap
 
 import pytest
@@ -28,17 +27,13 @@ def broken_site(tmp_path):
     return site
 
 
-def discover(discover_bin, *args, site=None, cwd=None, **env_extra):
-    env = dict(os.environ)
-    env.pop("DISCOVER_PLUGINS", None)
-    if site is not None:
-        env["PYTHONPATH"] = str(site)
-    env.update(env_extra)
-    return subprocess.run([discover_bin, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+def discover(discover_cli, *args, site=None, cwd=None, **env_extra):
+    """``discover ARGS`` in this process (tests/conftest.py), with ``site`` on the path as PYTHONPATH."""
+    return discover_cli(*args, site=site, cwd=cwd, env={"DISCOVER_PLUGINS": None, **env_extra})
 
 
-def test_broken_plugin_does_not_stop_other_commands(broken_site, discover_bin):
-    p = discover(discover_bin, "verify", "erdos", ERDOS_RECORD, site=broken_site)
+def test_broken_plugin_does_not_stop_other_commands(broken_site, discover_cli):
+    p = discover(discover_cli, "verify", "erdos", ERDOS_RECORD, site=broken_site)
     assert p.returncode == 0, p.stderr
     assert "erdos: valid" in p.stdout
     # reported once, with its name, its distribution and the real exception
@@ -46,8 +41,8 @@ def test_broken_plugin_does_not_stop_other_commands(broken_site, discover_bin):
     assert "'brokenp'" in p.stderr and "discover-broken" in p.stderr and MISSING in p.stderr
 
 
-def test_broken_plugin_is_listed(broken_site, discover_bin):
-    p = discover(discover_bin, "plugins", "--json", site=broken_site)
+def test_broken_plugin_is_listed(broken_site, discover_cli):
+    p = discover(discover_cli, "plugins", "--json", site=broken_site)
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)
     broken = [r for r in rows if r["kind"] == "broken"]
@@ -61,26 +56,26 @@ def test_broken_plugin_is_listed(broken_site, discover_bin):
         }
     ]
     assert any(r["name"] == "erdos" for r in rows)
-    text = discover(discover_bin, "plugins", site=broken_site).stdout
+    text = discover(discover_cli, "plugins", site=broken_site).stdout
     assert "broken (not loaded):" in text and "discover-broken" in text
 
 
-def test_command_that_needs_the_broken_plugin_shows_its_error(broken_site, discover_bin):
-    p = discover(discover_bin, "verify", "brokenp", ERDOS_RECORD, site=broken_site)
+def test_command_that_needs_the_broken_plugin_shows_its_error(broken_site, discover_cli):
+    p = discover(discover_cli, "verify", "brokenp", ERDOS_RECORD, site=broken_site)
     assert p.returncode == 2
     assert "needed for the problem 'brokenp'" in p.stderr and MISSING in p.stderr
     assert "Traceback" not in p.stderr
 
 
 @pytest.mark.parametrize("value", ["brokenp", "discover_broken", "discover-broken"])
-def test_plugin_filter_accepts_entry_point_and_distribution_names(broken_site, discover_bin, value):
-    p = discover(discover_bin, "plugins", "--json", site=broken_site, DISCOVER_PLUGINS=value)
+def test_plugin_filter_accepts_entry_point_and_distribution_names(broken_site, discover_cli, value):
+    p = discover(discover_cli, "plugins", "--json", site=broken_site, DISCOVER_PLUGINS=value)
     assert any(r["name"] == "brokenp" for r in json.loads(p.stdout))
     assert "neither" not in p.stderr
 
 
-def test_plugin_filter_warns_about_unknown_names(broken_site, discover_bin):
-    p = discover(discover_bin, "plugins", "--json", site=broken_site, DISCOVER_PLUGINS="discover-sprd")
+def test_plugin_filter_warns_about_unknown_names(broken_site, discover_cli):
+    p = discover(discover_cli, "plugins", "--json", site=broken_site, DISCOVER_PLUGINS="discover-sprd")
     assert not any(r["name"] == "brokenp" for r in json.loads(p.stdout))
     assert "DISCOVER_PLUGINS names 'discover-sprd'" in p.stderr
     assert "discover-broken (brokenp)" in p.stderr  # what could have been meant
@@ -147,35 +142,35 @@ def _run_dir(tmp_path, problem_section):
     return run / "best" / "construction.json"
 
 
-def test_verify_uses_the_runs_problem_parameters(tmp_path, discover_bin):
+def test_verify_uses_the_runs_problem_parameters(tmp_path, discover_cli):
     section = {"name": "circle_packing", "n": 2, "strict": True, "target": 1.0, "init_from": "/some/record.json"}
     best = _run_dir(tmp_path, section)
-    p = discover(discover_bin, "verify", "circle_packing", str(best))
+    p = discover(discover_cli, "verify", "circle_packing", str(best))
     assert p.returncode == 1, p.stdout + p.stderr  # strict, as the run was: the overlap counts
     assert "INVALID" in p.stdout
-    p = discover(discover_bin, "verify", "circle_packing", str(best), "-p", "strict=false")
+    p = discover(discover_cli, "verify", "circle_packing", str(best), "-p", "strict=false")
     assert p.returncode == 0, p.stdout + p.stderr  # -p overrides the run's value
 
 
-def test_verify_refuses_a_file_of_another_problems_run(tmp_path, discover_bin):
+def test_verify_refuses_a_file_of_another_problems_run(tmp_path, discover_cli):
     best = _run_dir(tmp_path, {"name": "circle_packing", "n": 2, "target": 1.0})
-    p = discover(discover_bin, "verify", "erdos", str(best))
+    p = discover(discover_cli, "verify", "erdos", str(best))
     assert p.returncode == 2
     assert "ran the problem 'circle_packing', not 'erdos'" in p.stderr
 
 
-def test_param_errors_read_like_config_errors(discover_bin):
-    p = discover(discover_bin, "verify", "erdos", ERDOS_RECORD, "-p", "budgets=3")
+def test_param_errors_read_like_config_errors(discover_cli):
+    p = discover(discover_cli, "verify", "erdos", ERDOS_RECORD, "-p", "budgets=3")
     assert p.returncode == 2
     assert "unknown key 'budgets'" in p.stderr and "Did you mean 'budget_s'?" in p.stderr
     assert "pydantic" not in p.stderr and "Traceback" not in p.stderr
-    p = discover(discover_bin, "verify", "erdos", ERDOS_RECORD, "-p", "budget_s=-1")
+    p = discover(discover_cli, "verify", "erdos", ERDOS_RECORD, "-p", "budget_s=-1")
     assert p.returncode == 2 and "'budget_s'" in p.stderr and "got -1" in p.stderr
-    p = discover(discover_bin, "verify", "erdos", ERDOS_RECORD, "-p", "budget_s")
+    p = discover(discover_cli, "verify", "erdos", ERDOS_RECORD, "-p", "budget_s")
     assert p.returncode == 2 and "-p expects KEY=VALUE" in p.stderr
 
 
-def test_unknown_problem_suggests_the_closest(discover_bin):
-    p = discover(discover_bin, "verify", "erdoss", ERDOS_RECORD)
+def test_unknown_problem_suggests_the_closest(discover_cli):
+    p = discover(discover_cli, "verify", "erdoss", ERDOS_RECORD)
     assert p.returncode == 2
     assert "Did you mean 'erdos'?" in p.stderr
