@@ -6,7 +6,7 @@ it) each time the best changes. Each is an optional extra, imported only when a
 config names it; none is needed by default. A tracker that fails while the run
 goes on is logged and switched off: a dashboard never costs a run.
 
-- tensorboard (``pip install 'discover-ttt[tensorboard]'``): event files under
+- tensorboard (``pip install -e '.[tensorboard]'`` in the checkout): event files under
   ``RUN_DIR/tensorboard``; the best picture as an image summary.
 - wandb (``[wandb]``): offline (files under ``RUN_DIR/wandb``) unless
   ``log.wandb_mode: online`` or ``WANDB_MODE`` is set; best/ as an artifact.
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .install import install_command
 
 log = logging.getLogger("discover.trackers")
 
@@ -44,7 +45,7 @@ def _require(module: str, extra: str):
     except ImportError as e:
         raise TrackerNotInstalled(
             f"log.trackers names {extra!r}, but {module} is not installed here ({e}). "
-            f"Install it with pip install 'discover-ttt[{extra}]', or remove {extra!r} from log.trackers."
+            f"Install it with {install_command(extra)}, or remove {extra!r} from log.trackers."
         ) from None
 
 

@@ -1,7 +1,7 @@
 """The ``tinker`` backend: sampling and LoRA training on Tinker, the hosted fine-tuning service.
 
 This is how the paper's results were produced (gpt-oss-120b, LoRA rank 32). Needs the
-optional extra, ``pip install 'discover-ttt[tinker]'``, and a key in ``TINKER_API_KEY``;
+optional extra, ``pip install -e '.[tinker]'`` in the checkout, and a key in ``TINKER_API_KEY``;
 the model runs on the service, this process only renders prompts and builds the update.
 The SDK is imported when the backend is built, not when this module is imported.
 
@@ -48,13 +48,14 @@ from pydantic import ConfigDict, Field, model_validator
 
 from discover_ttt.backend import Backend, Completion, TrainItem
 from discover_ttt.errors import UserError
+from discover_ttt.install import install_command
 
 from .lora.budget import call_seed
 from .lora.params import SamplerParams, UpdateParams
 
 log = logging.getLogger("discover")
 
-INSTALL_HINT = "pip install 'discover-ttt[tinker]'"
+INSTALL_HINT = install_command("tinker")
 STATE_FILE = "tinker_state.json"
 #: Error classes of the SDK worth retrying: the request may succeed a moment later.
 TRANSIENT = ("APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError", "TimeoutError")

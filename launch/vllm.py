@@ -1,6 +1,6 @@
 """The ``vllm`` backend: sampling with vLLM's offline engine, training with the local trainer.
 
-Needs the optional extra: ``pip install 'discover-ttt[vllm]'`` (a CUDA machine). This module
+Needs the optional extra: ``pip install -e '.[vllm]'`` in the checkout (a CUDA machine). This module
 imports without vLLM; building the backend without it raises ``VllmNotInstalled``.
 
 Per RL step (reference-algorithm §9.3):
@@ -39,11 +39,12 @@ from pydantic import ConfigDict, Field
 
 from discover_ttt.backend import Backend, Completion, TrainItem
 from discover_ttt.errors import UserError
+from discover_ttt.install import install_command
 
 from .lora.budget import call_seed
 from .lora.params import LocalParams
 
-INSTALL_HINT = "pip install 'discover-ttt[vllm]'"
+INSTALL_HINT = install_command("vllm")
 STATE_FILE = "vllm_state.json"
 #: The default model: the CPU default (SmolLM2-135M-Instruct) in the safetensors form vLLM loads.
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"

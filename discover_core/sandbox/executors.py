@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UserError
+from ..install import install_command
 
-RAY_INSTALL = "pip install 'discover-ttt[ray]'"
+RAY_INSTALL = install_command("ray")
 
 
 class RayExecutorError(UserError):
