@@ -77,12 +77,17 @@ def gpu_device_paths() -> list[str]:
 
 
 def bwrap_command(
-    workdir: str, server_dir: str, devices: list[str] | tuple[str, ...] = (), shm_mb: int = 1024
+    workdir: str,
+    server_dir: str,
+    devices: list[str] | tuple[str, ...] = (),
+    shm_mb: int = 1024,
+    library_dirs: list[str] | tuple[str, ...] = (),
 ) -> list[str]:
     """The bwrap prefix that runs a command with ``workdir`` as the only writable folder (/tmp).
 
     ``devices`` (GPU device files) are bound into the minimal /dev, with /sys read-only
-    beside them, which the CUDA driver reads to enumerate the GPUs. ``/dev/shm`` is a
+    beside them, which the CUDA driver reads to enumerate the GPUs; ``library_dirs`` (the
+    folders holding the CUDA driver library, ``gpu.cuda_library_dirs``) are bound read-only. ``/dev/shm`` is a
     private tmpfs of at most ``shm_mb`` MiB (bwrap's own ``--dev`` would give one as
     large as half the RAM, outside the program's memory limit).
     """
@@ -105,6 +110,8 @@ def bwrap_command(
     cmd += ["--bind", workdir, "/tmp"]
     for root in python_roots():
         cmd += ["--ro-bind", root, root]
+    for folder in library_dirs:
+        cmd += ["--ro-bind-try", folder, folder]
     cmd += ["--ro-bind", server_dir, SERVER_DIR]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(int(shm_mb) * 2**20), "--tmpfs", "/dev/shm"]
     for path in devices:

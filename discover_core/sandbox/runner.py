@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .gpu import cuda_library_dirs, host_problems
 from .isolation import SERVER_DIR, bwrap_command, gpu_device_paths, isolation_available
 
 log = logging.getLogger(__name__)
@@ -169,10 +170,11 @@ class _Worker:
         }
         devices = gpu_device_paths() if self.gpu is not None else []
         config["devices"] = devices  # the program may open them for writing (Landlock)
+        libdirs = cuda_library_dirs() if self.gpu is not None else []  # where the CUDA driver is found
         if isolated:
             server = os.path.join(SERVER_DIR, "_server.py")
             cmd = [
-                *bwrap_command(workdir, _HERE, devices, sb.memory_mb),
+                *bwrap_command(workdir, _HERE, devices, sb.memory_mb, libdirs),
                 sys.executable,
                 "-I",
                 server,
@@ -184,6 +186,8 @@ class _Worker:
             env = _server_env(sb.cpus, workdir)
         if self.gpu is not None:  # the slot's one GPU; CUDA numbers it 0 inside
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        if libdirs:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(libdirs)
         with open(os.path.join(self.root, "server.log"), "wb") as errlog:
             self.proc = _spawner.popen(
                 cmd,
@@ -379,6 +383,9 @@ class Sandbox:
             raise ValueError(f"{workers} workers but {len(self.gpus)} GPUs: with gpus, each slot owns one GPU")
         self.workers = len(self.gpus) if self.gpus else int(workers or os.cpu_count() or 1)
         self.preload, self.fork_server, self.landlock = tuple(preload), bool(fork_server), bool(landlock)
+        if self.gpus:  # what this host lacks for GPU programs, said once, before any program fails of it
+            for problem in host_problems(self.preload):
+                log.warning("%s", problem)
         self.limits = {
             "max_output_bytes": int(max_output_mb * 2**20),
             "tail_bytes": int(tail_kb * 1024),
