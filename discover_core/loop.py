@@ -350,7 +350,9 @@ def run_config(
         disc = Discovery(loaded, reporter=reporter, store=store)
         disc.start()
     except BaseException:
-        (disc or store).close()
+        if disc is not None:
+            disc.close()
+        store.discard()  # a run that never started leaves no folder behind
         raise
     return disc.run()
 

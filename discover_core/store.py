@@ -122,6 +122,7 @@ class RunStore:
         self.ckpt_dir = self.root / "checkpoints"
         self._events = None
         self._lock_fd: int | None = None
+        self._made_root = False  # claim() created the folder: discard() may remove it
 
     # -- errors of the operating system ----------------------------------------------------
     @contextlib.contextmanager
@@ -207,6 +208,7 @@ class RunStore:
             with store.os_errors("create the folder", started=False):
                 if i == 0 and store.root.exists() and not store.root.is_dir():
                     raise RunDirError(f"run.output {root} is a file, not a folder; choose a folder.")
+                store._made_root = not store.root.exists()
                 store.root.mkdir(parents=True, exist_ok=True)
                 foreign = store.foreign_files()
                 if i == 0 and foreign:
@@ -247,6 +249,25 @@ class RunStore:
             for p in made:  # leave no partial run behind
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             raise
+
+    def discard(self) -> None:
+        """Remove what a run that never started wrote here, and the folder if ``claim`` made it.
+
+        A failed start (a missing SDK, key or replies file, a crashing ``initial_states``)
+        leaves nothing: no folder for ``discover runs`` to hide, no ``-1`` suffix on the next
+        run. Only the run's own names are removed; a folder that holds anything else stays.
+        """
+        self.close()
+        for name in RUN_NAMES:
+            path = self.root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+        if self._made_root:
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # only when empty
 
     def write_config(self, resolved_config: dict[str, Any]) -> None:
         with self.os_errors("write config.yaml"):
