@@ -102,6 +102,13 @@ def start_local_ray(ray) -> None:
         del os.environ[RAY_SECRET_VAR]
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: a test that uses Ray is in the ray tier
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """The one local Ray instance of the session, started by its first user (tests marked ``ray``).

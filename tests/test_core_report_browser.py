@@ -14,7 +14,10 @@ from browser import Page, chromium
 from discover_ttt.report import write_report
 
 BINARY = chromium()
-pytestmark = pytest.mark.skipif(BINARY is None, reason="no chromium here (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.browser,  # a tier of its own: make test-all
+    pytest.mark.skipif(BINARY is None, reason="no chromium here (apt-get install chromium)"),
+]
 
 
 def open_page(path: Path) -> Page:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
-import os
 import subprocess
 import sys
 import types
@@ -203,17 +202,9 @@ def test_unknown_state_and_missing_selection_are_clear_errors(env):
         env.step(logs, metadata)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="the ray extra is not installed")  # optional extra
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TOY), os.environ.get("PYTHONPATH", "")])}},
-    )
-    yield ray
-    ray.shutdown()
+@pytest.fixture
+def local_ray(ray_local):
+    return ray_local  # the session's one local Ray (tests/conftest.py), whose jobs import the toy problem
 
 
 def test_environment_actor_under_a_real_local_ray(local_ray, tmp_path):

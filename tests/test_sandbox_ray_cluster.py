@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import start_local_ray
 from test_sandbox_ray_executor import TOY, _fields
 
 from discover_ttt.config import load_config
@@ -28,6 +29,9 @@ def cluster():
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
+    shared = ray.is_initialized()  # the session's local Ray (tests/conftest.py) makes way, then comes back
+    if shared:
+        ray.shutdown()
     head_args = {**SMALL, "include_dashboard": False}
     head_args["_system_config"] = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
@@ -37,6 +41,8 @@ def cluster():
     yield ray, cluster, worker
     ray.shutdown()
     cluster.shutdown()
+    if shared:
+        start_local_ray(ray)
 
 
 def _replies(path: Path) -> None:
@@ -49,7 +55,7 @@ def test_node_killed_mid_step(cluster, tmp_path, caplog):
     ray, cluster, worker = cluster
     replies = tmp_path / "replies.jsonl"
     _replies(replies)
-    sets = [f"backend.path={replies}", "sandbox.isolation=none", "run.steps=3", "problem.timeout_s=20"]
+    sets = [f"backend.path={replies}", "sandbox.isolation=none", "run.steps=3", "sandbox.timeout_s=20"]
     local = run_config(TOY / "config.yaml", [f"run.output={tmp_path / 'local'}", *sets], reporter=Reporter())
 
     loaded = load_config(TOY / "config.yaml", [f"run.output={tmp_path / 'ray'}", *sets, "sandbox.executor=ray"])

@@ -1,6 +1,7 @@
 """The Ray executor: programs run in our sandbox on Ray actors, with the local pool's run/map API.
 
-One small local Ray instance (2 CPUs, no dashboard, a small object store) serves the whole module.
+The session's one local Ray instance (``ray_local`` in tests/conftest.py: 2 CPUs, one logical GPU, no
+dashboard, a small object store) serves every test that needs Ray; those tests are in the ``ray`` tier.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import test_sandbox_adversarial as adversarial
+from conftest import RAY_SECRET as SECRET
+from conftest import RAY_SECRET_VAR as SECRET_VAR
 
 from discover_ttt.config import load_config
 from discover_ttt.loop import Discovery, run_config
@@ -26,8 +28,6 @@ from discover_ttt.progress import Reporter
 from discover_ttt.sandbox.executors import RayExecutorError, make_sandbox, ray_request
 
 TOY = Path(__file__).parent / "toy"
-SECRET_VAR = "DISCOVER_TEST_RAY_SECRET"
-SECRET = "sk-ray-" + uuid.uuid4().hex
 
 
 def test_problem_requests_no_extra_resources_by_default():
@@ -65,25 +65,7 @@ def test_an_address_without_the_ray_executor_is_an_error():
         make_sandbox({"executor": "local", "address": "auto"})
 
 
-# -- a real local Ray ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    os.environ[SECRET_VAR] = SECRET  # the raylet and its workers inherit it: programs must not
-    # one logical GPU (no hardware needed): Ray accounts for it and grants it to one actor
-    ray.init(
-        address="local",
-        num_cpus=2,
-        num_gpus=1,
-        include_dashboard=False,
-        object_store_memory=80 * 2**20,
-        log_to_driver=False,
-    )
-    yield ray
-    ray.shutdown()
-    del os.environ[SECRET_VAR]
-
-
+# -- a real local Ray (the session's, tests/conftest.py) -------------------------------------------
 @pytest.fixture(scope="class")
 def rsb(ray_local):
     """One sandbox actor with both CPUs, closed after its class so that later tests can place theirs."""
