@@ -1,13 +1,19 @@
-"""Plugins: the tutorial's outside package installs and runs; broken plugins fail loudly."""
+"""Plugins: the tutorial's outside package installs and runs; broken plugins fail loudly.
+
+The listing, the DISCOVER_PLUGINS filter and `discover prompt` see the package laid out on a path as pip
+lays it out (in this process); one slow test installs it with pip, runs it, reinstalls it and runs again.
+"""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from discover_ttt import hookimpl
 from discover_ttt.plugins import PluginError, Plugins
@@ -33,13 +39,36 @@ def installed_tutorial(tmp_path_factory):
     discover = str(Path(sys.executable).parent / "discover")
     subprocess.run([discover, "new-problem", "spread"], cwd=root, check=True, capture_output=True)
     pkg = root / "discover-spread"
+    check_against_the_page(pkg)
+    target = root / "site"
+    pip_install(pkg, target)
+    return pkg, target
+
+
+def check_against_the_page(pkg: Path) -> None:
     shown = tutorial_files()
     assert {"pyproject.toml", "discover_spread.py", "config.yaml", "replies.jsonl", "config.cpu.yaml"} <= set(shown)
     for name, body in shown.items():  # the page shows exactly what the scaffold writes
         assert (pkg / name).read_text() == body, f"docs/writing-a-problem.md shows another {name}"
-    target = root / "site"
-    pip_install(pkg, target)
-    return pkg, target
+
+
+@pytest.fixture
+def tutorial_site(tmp_path, discover_cli):
+    """The page's package, written by `discover new-problem spread` and laid out in a folder as pip
+    installs it (its module, and a dist-info with its name and entry point), without running pip."""
+    p = discover_cli("new-problem", "spread", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    pkg, site = tmp_path / "discover-spread", tmp_path / "site"
+    check_against_the_page(pkg)
+    project = tomllib.loads((pkg / "pyproject.toml").read_text())["project"]
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    points = "".join(f"{name} = {value}\n" for name, value in project["entry-points"]["discover"].items())
+    (info / "entry_points.txt").write_text("[discover]\n" + points)
+    for module in tomllib.loads((pkg / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"]:
+        shutil.copy(pkg / f"{module}.py", site)
+    return pkg, site
 
 
 def env_with(target, **extra):
@@ -52,9 +81,9 @@ def env_with(target, **extra):
     return env
 
 
-def test_outside_plugin_is_listed(installed_tutorial, discover_bin):
-    _, target = installed_tutorial
-    p = subprocess.run([discover_bin, "plugins", "--json"], capture_output=True, text=True, env=env_with(target))
+def test_outside_plugin_is_listed(tutorial_site, discover_cli):
+    _, site = tutorial_site
+    p = discover_cli("plugins", "--json", site=site, env={"DISCOVER_PLUGINS": None})
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)
     spread = [r for r in rows if r["name"] == "spread"]
@@ -64,15 +93,10 @@ def test_outside_plugin_is_listed(installed_tutorial, discover_bin):
     assert erdos and erdos[0]["distribution"] == "discover-ttt"
 
 
-def test_plugin_filter_env(installed_tutorial, discover_bin):
-    _, target = installed_tutorial
+def test_plugin_filter_env(tutorial_site, discover_cli):
+    _, site = tutorial_site
     for value, present in (("", False), ("some-other-plugin", False), ("discover-spread", True), ("spread", True)):
-        p = subprocess.run(
-            [discover_bin, "plugins", "--json"],
-            capture_output=True,
-            text=True,
-            env=env_with(target, DISCOVER_PLUGINS=value),
-        )
+        p = discover_cli("plugins", "--json", site=site, env={"DISCOVER_PLUGINS": value})
         names = {r["name"] for r in json.loads(p.stdout)}
         assert ("spread" in names) is present
         assert "erdos" in names  # built-ins always load
@@ -99,6 +123,7 @@ def run_and_verify(discover_bin, pkg, target, run_dir):
     assert json.loads(v.stdout)["score"] == pytest.approx(best["score"], abs=1e-12)
 
 
+@pytest.mark.slow  # pip, and two runs in subprocesses
 def test_run_reinstall_run(installed_tutorial, discover_bin):
     """Build, run, reinstall, run again: the run's output beside the module never gets packaged."""
     pkg, target = installed_tutorial
@@ -109,13 +134,17 @@ def test_run_reinstall_run(installed_tutorial, discover_bin):
     run_and_verify(discover_bin, pkg, target, "spread-1")
 
 
-def test_prompt_command_shows_the_first_prompt(installed_tutorial, discover_bin):
-    pkg, target = installed_tutorial
-    p = in_package(discover_bin, pkg, target, "prompt", "config.cpu.yaml")
+def test_prompt_command_shows_the_first_prompt(tutorial_site, discover_cli):
+    pkg, site = tutorial_site
+
+    def in_package(*args):
+        return discover_cli(*args, site=site, cwd=pkg, env={"DISCOVER_PLUGINS": None})
+
+    p = in_package("prompt", "config.cpu.yaml")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("--- user ---\nPlace 8 points")
     assert "def run():" in p.stdout  # the starter program a small model edits
-    p = in_package(discover_bin, pkg, target, "prompt", "config.yaml", "--all", "--json")
+    p = in_package("prompt", "config.yaml", "--all", "--json")
     chats = json.loads(p.stdout)
     assert len(chats) == 2 and all(c[0]["role"] == "user" for c in chats)  # run.groups prompts
     assert "def run():" not in chats[0][0]["content"]  # the replay config has no starter program
@@ -123,7 +152,7 @@ def test_prompt_command_shows_the_first_prompt(installed_tutorial, discover_bin)
     # a warm start's seeds are what the first prompt shows
     grid = [[x, y] for x in (0.0, 0.5, 1.0) for y in (0.0, 0.5, 1.0) if (x, y) != (0.5, 0.5)]
     (pkg / "grid.json").write_text(json.dumps(grid))
-    p = in_package(discover_bin, pkg, target, "prompt", "config.yaml", "--set", "problem.init_from=grid.json")
+    p = in_package("prompt", "config.yaml", "--set", "problem.init_from=grid.json")
     assert p.returncode == 0, p.stderr
     assert "a smallest distance of 0.500000" in p.stdout
 
