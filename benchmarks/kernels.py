@@ -42,7 +42,7 @@ def main():
     )
     seed = problem.initial_states(np.random.default_rng(0), 1)[0]
     sandbox = Sandbox(
-        timeout_s=problem.timeout_s,
+        timeout_s=problem.program_limits().timeout_s,
         memory_mb=65536 if cuda else 4096,
         workers=1,
         isolation=args.isolation,

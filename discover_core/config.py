@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
+import math
 import pathlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +22,12 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from .components import params_model
+from .components import instantiate, params_model
 from .errors import UserError
 from .plugins import PluginError, Plugins, get_plugins
+from .problem import ProgramLimits
+
+log = logging.getLogger("discover")
 
 COMPONENT_KINDS = {"problem": "problems", "backend": "backends", "sampler": "samplers", "estimator": "estimators"}
 
@@ -134,10 +139,19 @@ class LoadedConfig:
     source: str
     base_dir: Path
     raw: dict[str, Any] = field(default_factory=dict)
+    #: what one program gets, when the problem declares it (then ``config.sandbox`` holds the same)
+    limits: ProgramLimits | None = None
 
     def resolved(self) -> dict[str, Any]:
-        """Every key with its effective value (defaults filled in), for the run directory."""
+        """Every key with its effective value (defaults filled in), for the run directory.
+
+        A fact is written once: when the problem declares a program's limits, the sandbox
+        section leaves out ``timeout_s`` and ``cpus`` (the problem's section states them).
+        """
         out = self.config.model_dump(mode="json")
+        if self.limits is not None:
+            for key in LIMIT_KEYS:
+                del out["sandbox"][key]
         for section, params in self.params.items():
             out[section] = {"name": getattr(self.config, section).name, **params.model_dump(mode="json")}
         if self.config.problem.init_from is not None:
@@ -270,6 +284,7 @@ def load_config(
         config.problem.init_from = (base_dir / config.problem.init_from).resolve()
 
     params: dict[str, BaseModel] = {}
+    entries: dict[str, Any] = {}
     for section, kind in COMPONENT_KINDS.items():
         comp: Component = getattr(config, section)
         try:  # an import path 'module:Name' may name a module beside the config file
@@ -292,9 +307,12 @@ def load_config(
         except pydantic.ValidationError as e:
             raise ConfigError(_format_errors(source, [section], e, model)) from None
         params[section] = _resolve_paths(validated, base_dir)
+        entries[section] = entry
         if section == "estimator":
             _check_estimator(source, entry, validated, config.run.rollouts)
-    return LoadedConfig(config=config, params=params, source=source, base_dir=base_dir, raw=raw)
+    limits = program_limits(instantiate(entries["problem"].obj, params["problem"]), config.problem.name, source)
+    apply_program_limits(config, raw, limits, source)
+    return LoadedConfig(config=config, params=params, source=source, base_dir=base_dir, raw=raw, limits=limits)
 
 
 def _check_estimator(source: str, entry: Any, params: BaseModel, rollouts: int) -> None:
@@ -308,6 +326,75 @@ def _check_estimator(source: str, entry: Any, params: BaseModel, rollouts: int) 
         raise ConfigError(
             f"Invalid config {source}: estimator {entry.name!r} with run.rollouts={rollouts}: {e}"
         ) from None
+
+
+# -- a program's limits: the problem owns them -----------------------------------------
+#: the sandbox keys a problem's ``program_limits()`` sets when it declares them
+LIMIT_KEYS = ("timeout_s", "cpus")
+
+
+def program_limits(problem: Any, name: str, source: str) -> ProgramLimits | None:
+    """``problem.program_limits()``, checked: None or a ``ProgramLimits`` of positive numbers."""
+    limits = problem.program_limits()
+    if limits is None:
+        return None
+    ok = isinstance(limits, ProgramLimits) and isinstance(limits.cpus, int) and limits.cpus >= 1
+    if not (ok and math.isfinite(limits.seconds) and limits.seconds > 0 and limits.margin_s >= 0):
+        raise ConfigError(
+            f"Invalid config {source}: problem {name!r}: program_limits() must return None or "
+            f"ProgramLimits(seconds > 0, cpus >= 1, margin_s >= 0), got {limits!r}."
+        )
+    return limits
+
+
+def apply_program_limits(config: Config, raw: dict[str, Any], limits: ProgramLimits | None, source: str) -> None:
+    """Give the sandbox the time and CPUs the problem declares; a config may repeat them, never contradict.
+
+    Without declared limits, ``sandbox.timeout_s`` and ``sandbox.cpus`` apply as written.
+    With them, a config that sets either to another value is an error naming both keys; one
+    that repeats the same value (as configs did when both had to be kept in step by hand)
+    is accepted with a warning, and the key should go.
+    """
+    if limits is None:
+        return
+    written = raw.get("sandbox") or {}
+    seconds_key, cpus_key = (f"problem.{k}" for k in limits.keys)
+    owned = {
+        "timeout_s": (
+            limits.timeout_s,
+            f"'{seconds_key}' ({limits.seconds:g} s, stated in the prompt; the sandbox "
+            f"stops a program {limits.margin_s:g} s later, at {limits.timeout_s:g} s)",
+        ),
+        "cpus": (limits.cpus, f"'{cpus_key}' ({limits.cpus}, stated in the prompt and given to each program)"),
+    }
+    conflicts, repeats = [], []
+    for key, (value, owner) in owned.items():
+        if key not in written:
+            continue
+        given = getattr(config.sandbox, key)
+        if math.isclose(float(given), float(value), rel_tol=0, abs_tol=1e-9):
+            repeats.append(f"sandbox.{key}")
+        else:
+            conflicts.append(f"'sandbox.{key}' is {given:g} but {owner} sets it.")
+    if conflicts:
+        raise ConfigError(
+            f"Invalid config {source}: " + " ".join(conflicts) + f" Problem {config.problem.name!r} declares a "
+            f"program's time and CPUs in its own section; remove {' and '.join(f'sandbox.{k}' for k in LIMIT_KEYS)} "
+            "from the sandbox section, or change the problem's keys."
+        )
+    if repeats:
+        log.warning(
+            "config %s: %s repeat%s what problem %r declares (%s, %s); the problem's section is their one owner, "
+            "remove %s from the sandbox section (a different value is an error).",
+            source,
+            " and ".join(repeats),
+            "s" if len(repeats) == 1 else "",
+            config.problem.name,
+            seconds_key,
+            cpus_key,
+            "it" if len(repeats) == 1 else "them",
+        )
+    config.sandbox.timeout_s, config.sandbox.cpus = limits.timeout_s, limits.cpus
 
 
 # -- what a resume may change ------------------------------------------------------------

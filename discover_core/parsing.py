@@ -1,4 +1,5 @@
-"""Helpers for problem plugins: reading a reply, quoting and assembling programs, reading records.
+"""Helpers for problem plugins: reading a reply, quoting and assembling programs, reading records,
+stating a program's budget.
 
 None of this is part of the ``Problem`` interface (``problem.py``); a problem uses
 what fits. ``program_from_reply`` is the default ``Problem.parse``.
@@ -10,7 +11,9 @@ import ast
 import re
 from typing import Any
 
-from .problem import Invalid, Program
+from pydantic import BaseModel, ConfigDict, Field
+
+from .problem import Invalid, Program, ProgramLimits
 
 # -- reading a reply ------------------------------------------------------------
 
@@ -118,8 +121,6 @@ MAX_CODE_CHARS = 16000
 
 def max_code_chars_field() -> Any:
     """The ``max_code_chars`` option of a problem's Params (see ``bounded_code``)."""
-    from pydantic import Field
-
     return Field(
         MAX_CODE_CHARS,
         ge=200,
@@ -203,3 +204,21 @@ def numbers_from_record(record: Any, keys: tuple[str, ...], what: str, *, sole_l
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# -- stating a program's budget ---------------------------------------------------------
+
+
+class ProgramBudget(BaseModel):
+    """The params of a problem whose prompt states a program's time and CPUs (Erdős, circle packing,
+    autocorrelation): its ``Params`` subclass this, and its ``program_limits`` returns ``limits()``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_s: float = Field(1000.0, gt=0, description="a program's time budget, stated in the prompt")
+    cpus: int = Field(2, ge=1, description="CPU cores per program, stated in the prompt and given by the sandbox")
+    timeout_margin_s: float = Field(5.0, ge=0, description="the sandbox stops a program this long after budget_s")
+
+    def limits(self) -> ProgramLimits:
+        return ProgramLimits(self.budget_s, self.cpus, margin_s=self.timeout_margin_s)

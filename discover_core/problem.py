@@ -131,7 +131,7 @@ class Problem:
     #: (parsing is superlinear on pathological code; these keep one reply under a second)
     max_reply_chars: ClassVar[int] = 2_000_000
     max_code_chars: ClassVar[int] = 100_000
-    #: what one program needs besides ``sandbox.cpus`` CPUs, as Ray resource names and
+    #: what one program needs besides its CPUs (``program_limits``), as Ray resource names and
     #: amounts (e.g. ``{"num_gpus": 1}`` for a kernel that owns one GPU while it runs);
     #: the Ray executor adds it to every program's resource request (docs/scaling.md)
     program_resources: ClassVar[dict[str, float]] = {}

@@ -29,7 +29,7 @@ def test_toy_config_loads_and_resolves_paths():
     resolved = loaded.resolved()
     # defaults are filled in for every component
     assert resolved["sampler"]["c"] == 1.0
-    assert resolved["problem"]["timeout_s"] == 5.0
+    assert resolved["sandbox"]["timeout_s"] == 5.0  # the toy declares no program limits: the sandbox's apply
 
 
 def test_unknown_top_level_key(tmp_path):

@@ -78,7 +78,7 @@ def test_full_run_records_every_outcome(tmp_path):
 
 def test_timeout_and_failed_visits(tmp_path):
     replies = [code("import time\n\ndef run():\n    time.sleep(60)"), code("def run():\n    return [0.3, 0.3, 0.31]")]
-    summary = run(tmp_path, "problem.timeout_s=1", "run.steps=1", "run.groups=1", "run.rollouts=2", replies=replies)
+    summary = run(tmp_path, "sandbox.timeout_s=1", "run.steps=1", "run.groups=1", "run.rollouts=2", replies=replies)
     ev = [e for e in events(summary.run_dir) if e["type"] == "rollout"]
     assert [e["outcome"] for e in ev] == ["timeout", "valid"]
     assert ev[0]["reward"] == 0 and ev[0]["advantage"] < 0 < ev[1]["advantage"]

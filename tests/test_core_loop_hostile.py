@@ -183,12 +183,22 @@ def test_evaluate_that_never_returns_is_a_timeout(tmp_path, monkeypatch):
 
 def test_time_inside_the_sandbox_is_not_charged_to_the_plugin(tmp_path, monkeypatch):
 
-    slow = "```python\nimport time\ndef run():\n    time.sleep(1.5)\n    return [0.3, 0.3, 0.31]\n```"
+    import toy_problem
+
+    slow = "```python\nimport time\ndef run():\n    time.sleep(0.5)\n    return [0.3, 0.3, 0.31]\n```"
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"text": slow}) + "\n")
+    evaluate = toy_problem.ToyProblem.evaluate
+
+    def six_runs(self, program, state, sandbox):  # 3 s in the sandbox, each run within its 2 s limit
+        for _ in range(5):
+            sandbox.run(program.source, program.entry, inject={"parent": state.construction})
+        return evaluate(self, program, state, sandbox)
+
+    monkeypatch.setattr(toy_problem.ToyProblem, "evaluate", six_runs)
     monkeypatch.setattr(guard, "GRACE_S", 0.2)
-    # the program's own limit is the problem's (5 s), longer than sandbox.timeout_s + grace
-    summary = run(tmp_path, "run.steps=1", "run.groups=1", "run.rollouts=1", "sandbox.timeout_s=0.5", replies=path)
+    # the hook's deadline is the program's limit plus the grace (2.2 s), less than the 3 s spent in the sandbox
+    summary = run(tmp_path, "run.steps=1", "run.groups=1", "run.rollouts=1", "sandbox.timeout_s=2", replies=path)
     assert [e["outcome"] for e in rollouts(summary.run_dir)] == ["valid"]
 
 

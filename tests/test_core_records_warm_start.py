@@ -26,7 +26,7 @@ def config(tmp_path, problem, **run):
     raw = {
         "problem": problem,
         "backend": {"name": "replay", "path": str(replies)},
-        "sandbox": {"timeout_s": 10, "memory_mb": 1024, "cpus": 1, "workers": 1, "isolation": "none"},
+        "sandbox": {"memory_mb": 1024, "workers": 1, "isolation": "none"},
         "run": {"steps": 1, "groups": 2, "rollouts": 1, "seed": 0, "output": str(tmp_path / "run"), **run},
         "log": {"progress": "none"},
     }

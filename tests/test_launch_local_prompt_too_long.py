@@ -10,7 +10,7 @@ from discover_ttt.launch.lora.tiny import tiny_tokenizer
 from discover_ttt.parsing import bounded_code
 
 CONFIG = """\
-problem: {{name: "toy_problem:LongCodeToy", timeout_s: 5, long_code_chars: 3000}}
+problem: {{name: "toy_problem:LongCodeToy", long_code_chars: 3000}}
 backend: {{name: local, model: tiny-random, device: cpu, thinking_budget: 200, max_new_tokens: 6,
   context_window: 330, micro_batch_size: 2}}
 sampler: {{name: puct}}

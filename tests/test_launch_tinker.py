@@ -251,7 +251,7 @@ KEEP = ("type", "step", "group", "index", "parent_id", "child_id", "text", "scor
 
 def run_config(tmp_path, out) -> str:
     cfg = {
-        "problem": {"name": "toy_problem:ToyProblem", "timeout_s": 5},
+        "problem": {"name": "toy_problem:ToyProblem"},
         "backend": {"name": "tinker", "model": "toy", "max_new_tokens": 64, "context_window": 4096, "lr": 0.05},
         "sampler": {"name": "puct"},
         "estimator": {"name": "entropic_adaptive"},

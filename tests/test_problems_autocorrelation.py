@@ -186,7 +186,7 @@ def replay_config(tmp_path, name, n_programs, *overrides):
         "backend": {"name": "replay", "path": str(DATA / "programs" / name)},
         "sampler": {"name": "puct", "c": 1.0},
         "estimator": {"name": "entropic_adaptive"},
-        "sandbox": {"timeout_s": 10, "memory_mb": 1024, "cpus": 1, "workers": 2, "isolation": "none"},
+        "sandbox": {"memory_mb": 1024, "workers": 2, "isolation": "none"},
         "run": {"steps": 1, "groups": 1, "rollouts": n_programs, "seed": 0, "output": str(tmp_path / "run")},
         "log": {"progress": "none"},
     }

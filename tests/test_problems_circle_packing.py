@@ -210,7 +210,8 @@ def test_configs_are_accepted(name, n):
     loaded = load_with_available_backend(Path(__file__).parents[1] / "problems" / "circle_packing" / name)
     params = loaded.params["problem"]
     assert params.n == n and params.target == {26: 2.636, 32: 2.940}[n]
-    assert loaded.config.sandbox.timeout_s >= params.budget_s + params.timeout_margin_s
+    assert loaded.config.sandbox.timeout_s == params.budget_s + params.timeout_margin_s  # the problem's, stated once
+    assert loaded.config.sandbox.cpus == params.cpus
 
 
 def test_seeds_are_empty():

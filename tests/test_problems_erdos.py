@@ -155,7 +155,8 @@ def test_paper_config_is_accepted():
     assert loaded.params["problem"].budget_s == 1000
     run = loaded.config.run
     assert (run.groups, run.rollouts, run.steps) == (8, 64, 50)
-    assert loaded.config.sandbox.timeout_s >= 1000 + loaded.params["problem"].timeout_margin_s
+    assert loaded.config.sandbox.timeout_s == 1000 + loaded.params["problem"].timeout_margin_s  # the problem's
+    assert loaded.config.sandbox.cpus == loaded.params["problem"].cpus == 2
 
 
 # -- seeds, archive, reward ---------------------------------------------------------------------------

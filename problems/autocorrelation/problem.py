@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from discover_ttt.parsing import numbers_from_record, with_preamble
-from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification
+from discover_ttt.parsing import ProgramBudget, numbers_from_record, with_preamble
+from discover_ttt.problem import Evaluation, Invalid, Problem, Program, ProgramLimits, Verification
 from discover_ttt.state import State
 
 from . import prompts
@@ -66,12 +66,9 @@ class AutocorrelationProblem(Problem):
     #: programs may use cvxpy: the sandbox imports it once per fork server
     sandbox_preload: ClassVar[tuple[str, ...]] = ("cvxpy",)
 
-    class Params(BaseModel):
+    class Params(ProgramBudget):
         model_config = ConfigDict(extra="forbid")
 
-        budget_s: float = Field(1000.0, gt=0, description="the program's time budget, stated in the prompt")
-        cpus: int = Field(2, ge=1, description="CPU cores per evaluation, stated in the prompt")
-        timeout_margin_s: float = Field(5.0, ge=0, description="sandbox timeout = budget_s + this")
         min_archive_len: int = Field(1000, ge=1, description="shorter constructions are scored, not archived")
         max_archive_len: int = Field(100000, ge=1, description="longer constructions are scored, not archived")
         target: float | None = Field(
@@ -108,7 +105,7 @@ class AutocorrelationProblem(Problem):
 
     def seed_code(self) -> str:
         """The starter linear-programming program (with ``starter_code``), else none."""
-        return self.starter.format(budget_s=f"{self.params.budget_s:g}") if self.params.starter_code else ""
+        return self.starter.format(budget_s=f"{self.program_limits().seconds:g}") if self.params.starter_code else ""
 
     def initial_states(self, rng: np.random.Generator, k: int) -> list[State]:
         """One random height repeated U{1000..7999} times, from the run's RNG (the reference's seed)."""
@@ -129,13 +126,13 @@ class AutocorrelationProblem(Problem):
 
     # -- model I/O --------------------------------------------------------------
     def prompt(self, state: State) -> list[dict[str, str]]:
-        p = self.params
+        limits = self.program_limits()
         better = "higher" if self.maximize else "lower"
         parts = [
             self.statement.format(
                 entry=self.entry,
-                budget_s=f"{p.budget_s:g}",
-                cpus=p.cpus,
+                budget_s=f"{limits.seconds:g}",
+                cpus=limits.cpus,
                 target=self.target,
                 evaluate_doc=self.evaluate_doc,
             ).strip()
@@ -168,8 +165,11 @@ class AutocorrelationProblem(Problem):
         return [{"role": "user", "content": "\n\n".join(parts)}]
 
     # -- scoring ----------------------------------------------------------------
+    def program_limits(self) -> ProgramLimits:
+        """``budget_s`` seconds (the sandbox allows ``timeout_margin_s`` more) and ``cpus`` cores per program."""
+        return self.params.limits()
+
     def evaluate(self, program: Program, state: State, sandbox: Any) -> Evaluation | Invalid:
-        p = self.params
         source = with_preamble(self.preamble, program.source) + _CHECKER.format(
             checked=_CHECKED_ENTRY, entry=program.entry
         )
@@ -177,7 +177,7 @@ class AutocorrelationProblem(Problem):
             source,
             entry=_CHECKED_ENTRY,
             inject={"height_sequence_1": state.construction},
-            timeout_s=p.budget_s + p.timeout_margin_s,
+            timeout_s=self.program_limits().timeout_s,
         )
         if not result.ok:
             return Invalid.from_sandbox(result)

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from discover_ttt.parsing import bounded_code, max_code_chars_field, with_preamble
-from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification
+from discover_ttt.parsing import ProgramBudget, bounded_code, max_code_chars_field, with_preamble
+from discover_ttt.problem import Evaluation, Invalid, Problem, Program, ProgramLimits, Verification
 from discover_ttt.state import State
 
 from . import prompts, verifier
@@ -47,14 +47,11 @@ class CirclePackingProblem(Problem):
     entry = "run_packing"
     worst_score = 0.0
 
-    class Params(BaseModel):
+    class Params(ProgramBudget):
         model_config = ConfigDict(extra="forbid")
 
         n: int = Field(26, ge=1, description="number of circles (published records: 26 and 32)")
         strict: bool = Field(False, description="zero tolerance for containment and overlap (else 1e-12)")
-        budget_s: float = Field(1000.0, gt=0, description="the program's time budget, stated in the prompt")
-        cpus: int = Field(2, ge=1, description="CPU cores per evaluation, stated in the prompt")
-        timeout_margin_s: float = Field(5.0, ge=0, description="sandbox timeout = budget_s + this")
         max_code_chars: int = max_code_chars_field()
         target: float | None = Field(None, gt=0, description="default: 2.636 for n = 26, 2.940 for n = 32")
 
@@ -84,7 +81,7 @@ class CirclePackingProblem(Problem):
 
     # -- model I/O --------------------------------------------------------------
     def prompt(self, state: State) -> list[dict[str, str]]:
-        p = self.params
+        p, limits = self.params, self.program_limits()
         record = (
             prompts.RECORD.format(n=p.n, record=RECORDS[p.n], target=p.target)
             if p.n in RECORDS
@@ -92,8 +89,8 @@ class CirclePackingProblem(Problem):
         )
         statement = prompts.STATEMENT.format(
             n=p.n,
-            budget_s=f"{p.budget_s:g}",
-            cpus=p.cpus,
+            budget_s=f"{limits.seconds:g}",
+            cpus=limits.cpus,
             tolerance_rule=prompts.STRICT if p.strict else prompts.TOLERANCE,
             validator="\n\n".join(
                 inspect.getsource(f).strip() for f in (verifier.check_packing, verifier.validate_packing)
@@ -120,12 +117,16 @@ class CirclePackingProblem(Problem):
         return [{"role": "user", "content": statement + "\n\n" + "\n\n".join(context)}]
 
     # -- scoring ----------------------------------------------------------------
+    def program_limits(self) -> ProgramLimits:
+        """``budget_s`` seconds (the sandbox allows ``timeout_margin_s`` more) and ``cpus`` cores per program."""
+        return self.params.limits()
+
     def evaluate(self, program: Program, state: State, sandbox: Any) -> Evaluation | Invalid:
         p = self.params
         result = sandbox.run(
             with_preamble(STRICT_PREAMBLE if p.strict else PREAMBLE, program.source),
             entry=program.entry,
-            timeout_s=p.budget_s + p.timeout_margin_s,
+            timeout_s=self.program_limits().timeout_s,
         )
         if not result.ok:
             return Invalid.from_sandbox(result)

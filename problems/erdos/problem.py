@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from discover_ttt.parsing import bounded_code, max_code_chars_field, numbers_from_record, with_preamble
-from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification
+from discover_ttt.parsing import (
+    ProgramBudget,
+    bounded_code,
+    max_code_chars_field,
+    numbers_from_record,
+    with_preamble,
+)
+from discover_ttt.problem import Evaluation, Invalid, Problem, Program, ProgramLimits, Verification
 from discover_ttt.state import State
 
 from . import prompts
@@ -48,12 +54,9 @@ class ErdosProblem(Problem):
     maximize = False
     entry = "run"
 
-    class Params(BaseModel):
+    class Params(ProgramBudget):
         model_config = ConfigDict(extra="forbid")
 
-        budget_s: float = Field(1000.0, gt=0, description="the program's time budget, stated in the prompt")
-        cpus: int = Field(2, ge=1, description="CPU cores per evaluation, stated in the prompt")
-        timeout_margin_s: float = Field(5.0, ge=0, description="sandbox timeout = budget_s + this")
         max_archive_points: int = Field(1000, ge=1, description="longer constructions are scored, not archived")
         target: float = Field(0.3808, gt=0, description="the C5 the prompt names as the goal")
         max_code_chars: int = max_code_chars_field()
@@ -90,16 +93,16 @@ class ErdosProblem(Problem):
 
     def seed_code(self) -> str:
         """The starter program (with ``starter_code``), else none, as the paper's seeds."""
-        return prompts.STARTER.format(budget_s=f"{self.params.budget_s:g}") if self.params.starter_code else ""
+        return prompts.STARTER.format(budget_s=f"{self.program_limits().seconds:g}") if self.params.starter_code else ""
 
     def keep_in_archive(self, state: State) -> bool:
         return state.construction is not None and len(state.construction) <= self.params.max_archive_points
 
     # -- model I/O --------------------------------------------------------------
     def prompt(self, state: State) -> list[dict[str, str]]:
-        p = self.params
-        budget = f"{p.budget_s:g}"
-        parts = [prompts.STATEMENT.format(budget_s=budget, cpus=p.cpus, target=p.target).strip()]
+        p, limits = self.params, self.program_limits()
+        statement = prompts.STATEMENT.format(budget_s=f"{limits.seconds:g}", cpus=limits.cpus, target=p.target)
+        parts = [statement.strip()]
         context = ["## Current state", "You are iteratively optimising the upper bound on C5."]
         if state.construction is not None:
             context.append(prompts.START_FROM.format(n=len(state.construction)))
@@ -122,13 +125,16 @@ class ErdosProblem(Problem):
         return [{"role": "user", "content": "\n\n".join(parts)}]
 
     # -- scoring ----------------------------------------------------------------
+    def program_limits(self) -> ProgramLimits:
+        """``budget_s`` seconds (the sandbox allows ``timeout_margin_s`` more) and ``cpus`` cores per program."""
+        return self.params.limits()
+
     def evaluate(self, program: Program, state: State, sandbox: Any) -> Evaluation | Invalid:
-        p = self.params
         result = sandbox.run(
             with_preamble(PREAMBLE, program.source),
             entry=program.entry,
             inject={"initial_h_values": state.construction},
-            timeout_s=p.budget_s + p.timeout_margin_s,
+            timeout_s=self.program_limits().timeout_s,
         )
         if not result.ok:
             return Invalid.from_sandbox(result)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from discover_ttt.problem import Evaluation, Invalid, Problem, Program, Verification
+from discover_ttt.problem import Evaluation, Invalid, Problem, Program, ProgramLimits, Verification
 from discover_ttt.state import State
 
 from . import prompts
@@ -74,7 +74,7 @@ class TriMulProblem(Problem):
         call_timeout_s: float = Field(120.0, gt=0, description="one call (first calls compile) may take this long")
         load_timeout_s: float = Field(120.0, gt=0, description="importing the program may take this long")
         timeout_s: float | None = Field(None, gt=0, description="the sandbox limit for one whole evaluation")
-        threads: int = Field(1, ge=1, description="torch threads per process (give the sandbox the same cpus)")
+        threads: int = Field(1, ge=1, description="torch threads per process, and the CPU cores the sandbox gives")
         starter_code: bool = Field(False, description="seeds carry the reference as a working example program")
         verify_memory_mb: int = Field(8192, ge=256, description="memory of the sandbox that re-checks a best kernel")
         verify_gpu: int | str = Field(0, description="cuda: the GPU that re-checks run on (keep it off the model's)")
@@ -171,6 +171,13 @@ class TriMulProblem(Problem):
         return program
 
     # -- scoring ----------------------------------------------------------------
+    def program_limits(self) -> ProgramLimits:
+        """``timeout_s`` for one whole check (load, tests, timing) on ``threads`` cores.
+
+        No margin: the prompt states no budget (the harness keeps its own deadlines inside).
+        """
+        return ProgramLimits(self.timeout_s, self.params.threads, margin_s=0.0, keys=("timeout_s", "threads"))
+
     def evaluate(self, program: Program, state: State, sandbox: Any) -> Evaluation | Invalid:
         return self._check(program.source, sandbox)
 
@@ -179,7 +186,7 @@ class TriMulProblem(Problem):
             HARNESS_SOURCE,
             entry="check_kernel",
             kwargs={"submission": source, "spec": self.spec},
-            timeout_s=self.timeout_s,
+            timeout_s=self.program_limits().timeout_s,
         )
         if not result.ok:
             return Invalid.from_sandbox(result)
@@ -227,9 +234,9 @@ class TriMulProblem(Problem):
             if self.verify_sandbox is None:
                 cuda = self.params.device == "cuda"
                 self.verify_sandbox = Sandbox(
-                    timeout_s=self.timeout_s,
+                    timeout_s=self.program_limits().timeout_s,
                     memory_mb=self.params.verify_memory_mb,
-                    cpus=self.params.threads,
+                    cpus=self.program_limits().cpus,
                     workers=1,
                     preload=("numpy", "torch", "triton") if cuda else ("numpy", "torch"),
                     memory_limit="rss" if cuda else "address_space",

@@ -21,7 +21,6 @@ class ToyProblem(Problem):
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        timeout_s: float = 5.0
         size: int = 3
 
     def initial_states(self, rng, k):
@@ -36,9 +35,8 @@ class ToyProblem(Problem):
         return [{"role": "user", "content": f"Improve {state.construction} (score {state.score})."}]
 
     def evaluate(self, program, state, sandbox):
-        result = sandbox.run(
-            program.source, program.entry, inject={"parent": state.construction}, timeout_s=self.params.timeout_s
-        )
+        # no timeout_s: the toy states no budget, so the config's sandbox.timeout_s applies
+        result = sandbox.run(program.source, program.entry, inject={"parent": state.construction})
         if not result.ok:
             return Invalid.from_sandbox(result)
         v = self.verify(result.value)
