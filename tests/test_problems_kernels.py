@@ -188,9 +188,9 @@ def test_replay_run_on_trimul(tmp_path, sandbox):
     for name in ("01_reference", "04_wrong_values", "06_nan", "12_no_code"):
         shutil.copy(PROGRAMS / f"{name}.md", replies)
     raw = {
-        "problem": {"name": "trimul", **TINY},
+        "problem": {"name": "trimul", **TINY, "timeout_s": 120},
         "backend": {"name": "replay", "path": str(replies)},
-        "sandbox": {"timeout_s": 120, "memory_mb": 4096, "workers": 2, "preload": ["numpy", "torch"]},
+        "sandbox": {"memory_mb": 4096, "workers": 2, "preload": ["numpy", "torch"]},
         "run": {"steps": 1, "groups": 1, "rollouts": 4, "seed": 0, "output": str(tmp_path / "run")},
         "log": {"progress": "none"},
     }
