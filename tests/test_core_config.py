@@ -1,6 +1,5 @@
 """Config validation: errors name the file, the key path and the allowed values."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -125,11 +124,11 @@ def test_import_path_component():
     assert "epsilon" in loaded.resolved()["sampler"]
 
 
-def test_cli_error_has_no_traceback(tmp_path, discover_bin, toy_env):
+def test_cli_error_has_no_traceback(tmp_path, discover_cli):
     data = base()
     data["run"]["stesp"] = 3
     path = write(tmp_path, data)
-    p = subprocess.run([discover_bin, "run", str(path)], capture_output=True, text=True, env=toy_env)
+    p = discover_cli("run", str(path))
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert "'run.stesp'" in p.stderr and "allowed keys here" in p.stderr

