@@ -25,7 +25,7 @@ from .components import instantiate
 from .config import LoadedConfig, config_changes, load_config
 from .errors import UserError
 from .guard import HookGuard
-from .plugins import Plugins, get_plugins
+from .plugins import Plugins, get_plugins, import_roots, use_import_path
 from .problem import Problem
 from .progress import Reporter, make_reporter
 from .step import Plan, Rollout, Step
@@ -117,6 +117,7 @@ class Discovery:
     def start(self) -> None:
         warm = self.stepper.warm_start()  # checked before the run directory exists
         self.store.create(self.loaded.resolved())
+        self.store.write_import_path(import_roots(self.loaded.resolved()))  # for verify, plot, report, resume
         self._start_workers()
         seeds = self.stepper.seed(warm)
         self._write_best()  # the seeds' best: no step to discard yet
@@ -362,6 +363,7 @@ def resume_run(run_dir: str | Path, overrides: list[str] | None = None, reporter
     store = RunStore(Path(run_dir))
     raw = store.read_config()
     raw.setdefault("run", {})["output"] = str(Path(run_dir).resolve())
+    use_import_path(store.import_path())  # a module:Class problem beside the run's config, without PYTHONPATH
     loaded = load_config(Path(run_dir), overrides, raw=raw)
     _refuse_finished(loaded, f"discover resume {run_dir}")
     disc = Discovery(loaded, reporter=reporter)

@@ -34,6 +34,8 @@ ENTRY_POINT_GROUP = "discover"
 BUILTIN_DIST = "discover-ttt"
 ENV_FILTER = "DISCOVER_PLUGINS"
 KINDS = ("problems", "samplers", "estimators", "backends")
+#: the config sections that name a component
+COMPONENT_SECTIONS = ("problem", "backend", "sampler", "estimator")
 
 log = logging.getLogger("discover.plugins")
 
@@ -233,6 +235,37 @@ class Plugins:
 
     def hook(self):
         return self.pm.hook
+
+
+def import_root(name: str) -> Path | None:
+    """The folder a ``package.module:Name`` component was imported from (its root on ``sys.path``).
+
+    None for registry names and modules not imported (yet). ``discover verify``, ``plot``,
+    ``report`` and ``resume`` put the roots a run recorded back on the path, so a problem
+    module beside its config works for them as it did for ``run``.
+    """
+    if ":" not in str(name):
+        return None
+    module_name = str(name).partition(":")[0]
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    if not file:
+        return None
+    path = Path(file).resolve()
+    depth = module_name.count(".") + (1 if path.name == "__init__.py" else 0)
+    return path.parents[depth]
+
+
+def import_roots(resolved_config: dict[str, Any]) -> list[Path]:
+    """The import roots of a config's ``module:Name`` components (problem, backend, sampler, estimator)."""
+    names = [(resolved_config.get(section) or {}).get("name", "") for section in COMPONENT_SECTIONS]
+    return sorted({root for root in map(import_root, names) if root is not None})
+
+
+def use_import_path(folders: list[Path]) -> None:
+    """Append ``folders`` to ``sys.path`` (those not on it yet)."""
+    for folder in folders:
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
 
 
 def _dist(ep: Any) -> str:

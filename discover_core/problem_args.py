@@ -16,7 +16,8 @@ import yaml
 
 from .components import instantiate, params_model
 from .config import ConfigError, ProblemSection, apply_overrides, describe_errors
-from .plugins import get_plugins
+from .plugins import get_plugins, use_import_path
+from .store import RunStore
 
 
 def run_dir_of(file: str | Path) -> Path | None:
@@ -52,6 +53,9 @@ def run_problem_section(run_dir: Path, name: str) -> dict[str, Any]:
 def build_problem(name: str, params: tuple[str, ...] | list[str], file: str | Path | None = None) -> Any:
     """The problem ``name`` with the parameters of ``file``'s run (if any) and the ``-p`` overrides."""
     plugins = get_plugins()
+    run_dir = run_dir_of(file) if file is not None else None
+    if run_dir is not None:  # where the run found a module:Class problem
+        use_import_path(RunStore(run_dir).import_path())
     try:
         entry = plugins.get("problems", name)
     except KeyError:
@@ -62,7 +66,6 @@ def build_problem(name: str, params: tuple[str, ...] | list[str], file: str | Pa
             f"unknown problem {name!r}; installed problems: {', '.join(names) or '(none)'}.{hint}"
             f"{plugins.broken_hint()}"
         ) from None
-    run_dir = run_dir_of(file) if file is not None else None
     section = run_problem_section(run_dir, name) if run_dir is not None else {}
     for p in params:
         if "=" not in p or not p.partition("=")[0].strip():

@@ -47,7 +47,9 @@ BACKEND_DIR = "backend"
 MARKER = ".discover-run"
 LOCK = ".lock"
 #: names a run writes in its folder; anything else there is the user's
-RUN_NAMES = frozenset({MARKER, LOCK, "config.yaml", "events.jsonl", "best", "checkpoints", ".best.tmp"})
+#: folders the run's ``module:Name`` components were imported from, one per line (for verify, plot, report, resume)
+IMPORT_PATH = "import_path.txt"
+RUN_NAMES = frozenset({MARKER, LOCK, "config.yaml", "events.jsonl", "best", "checkpoints", ".best.tmp", IMPORT_PATH})
 
 
 class RunDirError(UserError):
@@ -249,6 +251,19 @@ class RunStore:
             for p in made:  # leave no partial run behind
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             raise
+
+    def write_import_path(self, folders: list[Path]) -> None:
+        """Record where the run's ``module:Name`` components were imported from (nothing if none were)."""
+        if folders:
+            with self.os_errors("write the import path"):
+                write_atomic(self.root / IMPORT_PATH, "".join(f"{Path(f).resolve()}\n" for f in folders))
+
+    def import_path(self) -> list[Path]:
+        """The folders ``write_import_path`` recorded, or []."""
+        try:
+            return [Path(line) for line in (self.root / IMPORT_PATH).read_text().splitlines() if line.strip()]
+        except OSError:
+            return []
 
     def discard(self) -> None:
         """Remove what a run that never started wrote here, and the folder if ``claim`` made it.

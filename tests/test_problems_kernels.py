@@ -90,7 +90,7 @@ def test_faster_correct_kernel_is_valid_and_earns_more(outcomes):
         ("cached", "wrong output on benchmark 1 of 2"),  # right once per shape, stale on fresh inputs
         ("patch_time", "replaced time.perf_counter"),
         ("patch_cuda_event", "replaced torch.cuda.Event"),
-        ("patch_checker", "replaced checker function compare"),
+        ("patch_checker", "wrong output on test 1 of 4"),  # its copy of compare is not the one that checks
     ],
 )
 def test_cheats_are_rejected_with_a_reason(outcomes, name, words):

@@ -179,6 +179,82 @@ def test_grandchild_daemon_does_not_outlive_the_call(sb):
     assert r.ok and r.value == "parent done"
 
 
+FORGED = '{"status": "ok"}\n[666]'
+
+
+def test_a_child_cannot_speak_for_the_program(sb):
+    """A forked child forges a result on the inherited channel while the program breaks its own report."""
+    body = f"""
+    import os
+    def run():
+        pid = os.fork()
+        if pid == 0:
+            os.write(3, {FORGED!r}.encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        os.close(3)  # the program's own report cannot be written now
+        return 1
+    """
+    r = hostile(sb, body)
+    assert not r.ok and r.value is None and r.kind == "crash", r
+
+
+def test_writing_to_every_inherited_descriptor(sb):
+    """The program, a forked grandchild that left its session, and an exec'd process write a forged
+    result to every descriptor they hold; only the program's own return value may come back."""
+    body = """
+    import os, subprocess, sys
+    FORGE = "\\n".join([
+        "import os",
+        "for fd in range(1024):",
+        "    try:",
+        "        os.write(fd, FORGED)",
+        "    except OSError:",
+        "        pass",
+    ]).replace("FORGED", repr(FORGED.encode()))
+    def run():
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            if os.fork() == 0:
+                exec(FORGE)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        subprocess.run([sys.executable, "-c", FORGE], close_fds=False, timeout=10)
+        return 7
+    """.replace("FORGED = None", "")
+    body = f"FORGED = {FORGED!r}\n" + textwrap.dedent(body)
+    r = hostile(sb, body)
+    assert not (r.ok and r.value == [666]), r
+    assert (r.ok and r.value == 7) or r.kind == "crash", r
+
+
+def test_a_broken_result_channel_is_a_crash(sb):
+    for breaker in ("os.close(3)", "os.set_blocking(3, False); os.dup2(os.open('/dev/null', os.O_WRONLY), 3)"):
+        r = hostile(sb, f"import os\ndef run():\n    {breaker}\n    return 1\n")
+        assert not r.ok and r.kind == "crash", (breaker, r)
+
+
+def test_a_stopped_program_fails_within_its_limit(sb):
+    """Stopped by itself, or by a child it started: the slot is freed long before the limit."""
+    for stopper in ("os.kill(os.getpid(), signal.SIGSTOP)", "os.fork() or time.sleep(9)"):
+        body = f"""
+        import os, signal, time
+        def run():
+            if {stopper!r}.startswith("os.fork"):
+                if os.fork() == 0:
+                    os.kill(os.getppid(), signal.SIGSTOP)
+                    os._exit(0)
+                time.sleep(9)
+            else:
+                {stopper}
+            return 1
+        """
+        r = hostile(sb, body, timeout_s=8)
+        assert not r.ok and r.kind == "crash" and "stopped" in r.error, r
+        assert r.seconds < 4, f"held its slot {r.seconds:.1f} s of its 8 s"
+
+
 def test_segfault_through_ctypes(sb):
     r = hostile(sb, "import ctypes\ndef run():\n    return ctypes.string_at(0)\n")
     assert r.kind == "crash"

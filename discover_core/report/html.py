@@ -65,11 +65,17 @@ def _highlight(code: str, language: str) -> tuple[str, str]:
     return highlight(code, get_lexer_by_name(language), fmt), fmt.get_style_defs(".hl")
 
 
-def load_problem(config: dict[str, Any]) -> tuple[Any, str | None]:
-    """The run's problem built from its saved config (for records, target and plot), or why not."""
-    from ..components import build
-    from ..plugins import get_plugins
+def load_problem(config: dict[str, Any], root: Path | None = None) -> tuple[Any, str | None]:
+    """The run's problem built from its saved config (for records, target and plot), or why not.
 
+    A ``module:Class`` problem is imported from where the run found it (``root``'s import path).
+    """
+    from ..components import build
+    from ..plugins import get_plugins, use_import_path
+    from ..store import RunStore
+
+    if root is not None:
+        use_import_path(RunStore(Path(root)).import_path())
     section = dict(config.get("problem") or {})
     name = section.pop("name", None)
     try:
@@ -120,7 +126,7 @@ def _lineage_table(chain) -> str:
 
 def render(run: RunData) -> str:
     """The report page of ``run`` as one HTML string."""
-    problem, problem_error = load_problem(run.config)
+    problem, problem_error = load_problem(run.config, run.root)
     records = problem.records() if problem is not None else {}
     target = problem.target() if problem is not None else None
     maximize = getattr(problem, "maximize", None)

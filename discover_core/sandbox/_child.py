@@ -5,10 +5,16 @@ sandbox, without the rest of ``discover_ttt``.
 
 Order matters. The child first cuts every link to the server (its own session
 and process group, a parent-death signal, no inherited descriptors but stdout, stderr and
-the result pipe), then applies the limits (rlimits, no new privileges, no
+the result channel), then applies the limits (rlimits, no new privileges, no
 capabilities, Landlock), and only then compiles the program. Its result goes
 back on fd 3 as one JSON header line followed by the JSON value; nothing it
 writes is ever unpickled.
+
+The result channel is a Unix socket whose reader (the server) takes only bytes
+sent by this very process (kernel-checked credentials): fd 3 is close-on-exec,
+and anything the program forks that still holds it cannot speak for it. A
+report that cannot be written whole is a crash of the program (exit status 70),
+never a silent success.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import traceback
 import types
 
 RESULT_FD = 3
+#: exit status of a child whose report could not be written whole (the server names it)
+REPORT_FAILED = 70
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
 
@@ -187,15 +195,15 @@ def _traceback_tail(exc: BaseException, max_lines: int = 20) -> str:
 
 
 def _report(header: dict, payload: bytes = b"") -> None:
+    """Write the whole report or raise: a program that broke its channel has crashed, not succeeded."""
     data = json.dumps(header, allow_nan=True).encode() + b"\n" + payload
+    os.set_blocking(RESULT_FD, True)  # the program may have made it non-blocking
     view = memoryview(data)
     while view:
         try:
             view = view[os.write(RESULT_FD, view) :]
         except InterruptedError:
             continue
-        except OSError:
-            return
 
 
 def _apply_limits(job: dict, jobdir: str) -> dict:
@@ -239,7 +247,7 @@ def run_child(job: dict, jobdir: str, program_path: str, out_w: int, err_w: int,
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        os.dup2(res_w, RESULT_FD)
+        os.dup2(res_w, RESULT_FD, inheritable=False)  # nothing the program execs gets it
         os.closerange(RESULT_FD + 1, 1 << 16)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115
         sys.stdout = open(1, "w", buffering=1, closefd=False, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
@@ -251,12 +259,14 @@ def run_child(job: dict, jobdir: str, program_path: str, out_w: int, err_w: int,
         sys.argv = [program_path]
         _apply_limits(job, jobdir)
     except BaseException as exc:  # the program never ran; say why
-        _report({"status": "error", "kind": "crash", "error": f"the sandbox could not set up the program: {exc!r}"})
-        os._exit(71)
+        try:
+            _report({"status": "error", "kind": "crash", "error": f"the sandbox could not set up the program: {exc!r}"})
+        finally:
+            os._exit(71)
     try:
         _run_program(job, program_path)
-    except BaseException:  # the report itself failed (for example out of memory)
-        code = 70
+    except BaseException:  # the report itself failed (channel closed or broken by the program, out of memory)
+        code = REPORT_FAILED
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -22,7 +22,9 @@ import os
 import select
 import shutil
 import signal
+import socket
 import stat
+import struct
 import sys
 import time
 
@@ -32,11 +34,25 @@ _MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "bad_alloc", "out of m
 _SIGNAL_NAMES = {signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "abort", signal.SIGBUS: "bus error"}
 
 
+def _stopped(pid: int) -> bool:
+    """Whether ``pid`` is in a stop (T) or tracing stop (t) state."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return False
+
+
+_child_module = None
+
+
 def _load_child_module():
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
     spec = importlib.util.spec_from_file_location("_discover_sandbox_child", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    global _child_module
+    _child_module = module
     return module
 
 
@@ -214,6 +230,39 @@ def _nproc_limit(max_procs: int, isolated: bool) -> int:
     return max_procs + 4 if (major, minor) >= (5, 14) else 0
 
 
+# -- the result channel ---------------------------------------------------------------
+class _ResultChannel:
+    """The server's end of a program's result socket: it keeps only bytes the program's own process sent.
+
+    With SO_PASSCRED every message carries its sender's pid, checked by the kernel, and Linux never
+    merges messages of two senders into one read. Bytes from any other process (a child the program
+    forked that still holds fd 3, or a process that got the descriptor some other way) are dropped and
+    the job fails: nothing but the program's own process can speak for it.
+    """
+
+    _CRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+
+    def __init__(self) -> None:
+        self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.fd, self.pid, self.foreign = self.sock.fileno(), None, 0
+
+    def read(self) -> bytes | None:
+        """One read: b"" at end of stream, None for bytes of another sender (counted in ``foreign``, dropped)."""
+        data, ancdata, _flags, _addr = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(self._CRED.size))
+        sender = None
+        for level, kind, value in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(value) >= self._CRED.size:
+                sender = self._CRED.unpack_from(value)[0]
+        if data and sender != self.pid:
+            self.foreign += len(data)
+            return None
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 # -- one job ------------------------------------------------------------------------
 class Server:
     def __init__(self, config: dict) -> None:
@@ -246,19 +295,21 @@ class Server:
     def _supervise(self, job: dict, jobdir: str, program_path: str) -> tuple[dict, bytes]:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
+        channel = _ResultChannel()
         server_pid, start = os.getpid(), time.monotonic()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
-            self.child.run_child(job, jobdir, program_path, out_w, err_w, res_w, server_pid)
+            self.child.run_child(job, jobdir, program_path, out_w, err_w, channel.peer.fileno(), server_pid)
             os._exit(72)
-        for fd in (out_w, err_w, res_w):
+        channel.pid = pid
+        for fd in (out_w, err_w):
             os.close(fd)
+        channel.peer.close()
         # the child calls setsid() itself (setpgid here would make that fail); until it has,
         # killpg(pid) finds no group and the kill of pid alone is enough, as it has not forked yet
         streams = {out_r: _Tail(int(job["tail_bytes"])), err_r: _Tail(int(job["tail_bytes"]))}
         result = bytearray()
-        reason = self._watch(job, pid, start, streams, result, res_r)
+        reason = self._watch(job, pid, start, streams, result, channel)
         seconds = time.monotonic() - start
         for target in (-pid, pid):  # the group, then the leader if it left the group
             try:
@@ -267,9 +318,12 @@ class Server:
                 pass
         _, status, usage = os.wait4(pid, 0)
         sweep()
-        self._drain(streams, result, res_r, job)
-        for fd in (out_r, err_r, res_r):
+        self._drain(streams, result, channel, job)
+        for fd in (out_r, err_r):
             os.close(fd)
+        channel.close()
+        if channel.foreign and reason is None:
+            reason = "foreign"
         stdout, stderr = streams[out_r].text(), streams[err_r].text()
         header = {"stdout": stdout, "stderr": stderr, "seconds": seconds, "max_rss_mb": usage.ru_maxrss / 1024}
         header["returncode"] = os.waitstatus_to_exitcode(status)
@@ -280,13 +334,13 @@ class Server:
         header["value_len"] = len(payload)
         return header, payload
 
-    def _watch(self, job, pid, start, streams, result, res_r) -> str | None:
+    def _watch(self, job, pid, start, streams, result, channel) -> str | None:
         """Pump the pipes until the child exits or breaks a limit; returns the limit broken."""
         deadline = start + float(job["timeout_s"])
         max_output = int(job["max_output_bytes"])
         max_result = int(job["max_result_bytes"]) + 65536
         poller = select.poll()
-        for fd in (*streams, res_r):
+        for fd in (*streams, channel.fd):
             poller.register(fd, select.POLLIN)
         try:
             pidfd = os.pidfd_open(pid)
@@ -304,6 +358,8 @@ class Server:
                     tree = descendants(os.getpid())
                     if len(tree) > int(job["max_procs"]):
                         return "procs"
+                    if _stopped(pid):  # stopped by itself or by a process it started: it would hold the slot
+                        return "stopped"
                     # memory_limit "rss": the whole tree's proportional RSS, in place of RLIMIT_AS
                     if job.get("memory_limit") == "rss" and sum(map(_pss_bytes, tree)) > int(job["memory_mb"]) * 2**20:
                         return "rss"
@@ -314,10 +370,12 @@ class Server:
                 for fd, _event in poller.poll(wait_s * 1000 + 1):
                     if fd == pidfd:
                         return None
-                    data = os.read(fd, 1 << 16)
+                    data = channel.read() if fd == channel.fd else os.read(fd, 1 << 16)
+                    if data is None:
+                        continue
                     if not data:
                         poller.unregister(fd)
-                    elif fd == res_r:
+                    elif fd == channel.fd:
                         result += data
                         if len(result) > max_result:
                             return "result_size"
@@ -332,19 +390,21 @@ class Server:
                 os.close(pidfd)
 
     @staticmethod
-    def _drain(streams, result, res_r, job) -> None:
+    def _drain(streams, result, channel, job) -> None:
         """Read what is still in the pipes (every writer is dead by now)."""
         cap = int(job["max_result_bytes"]) + 65536
-        for fd in (*streams, res_r):
+        for fd in (*streams, channel.fd):
             os.set_blocking(fd, False)
             while True:
                 try:
-                    data = os.read(fd, 1 << 16)
+                    data = channel.read() if fd == channel.fd else os.read(fd, 1 << 16)
                 except BlockingIOError:
                     break
+                if data is None:
+                    continue
                 if not data:
                     break
-                if fd == res_r:
+                if fd == channel.fd:
                     if len(result) <= cap:
                         result += data
                 else:
@@ -369,6 +429,18 @@ class Server:
             }
         if reason == "procs":
             return {"kind": "crash", "error": f"the program ran more than {job['max_procs']} processes and was killed"}
+        if reason == "stopped":
+            return {
+                "kind": "crash",
+                "error": "the program's process was stopped by a signal (SIGSTOP or SIGTSTP, from itself or a "
+                "process it started) and was killed",
+            }
+        if reason == "foreign":
+            return {
+                "kind": "crash",
+                "error": "a process other than the program's own wrote to its result channel (a child it started "
+                "that kept the descriptor); the result was discarded",
+            }
         header = None
         if b"\n" in result:
             try:
@@ -401,6 +473,12 @@ class Server:
             what = _SIGNAL_NAMES.get(sig, "killed by a signal")
             return {"kind": "crash", "error": f"the program died from {name} ({what}) before returning"}
         code = os.waitstatus_to_exitcode(status)
+        if code == getattr(_child_module, "REPORT_FAILED", 70) and not memory_hint:
+            return {
+                "kind": "crash",
+                "error": "the program's result could not be sent: its result channel (fd 3) was closed, replaced "
+                "or broken by the program",
+            }
         if memory_hint:
             return {
                 "kind": "memory",

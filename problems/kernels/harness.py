@@ -6,31 +6,42 @@ code arrives as the string ``submission``. Two processes share the work:
 - the **checker** (this process) generates every input, computes the reference
   output, compares, and on the CPU tier measures the time;
 - the **candidate** process, forked before any input exists (and before CUDA is
-  initialised, so each process sets up its own CUDA context), loads the
-  submission into a fresh module and calls ``custom_kernel`` when asked.
+  initialised, so each process sets up its own CUDA context), keeps only its own
+  two channel pipes (not the sandbox's result channel, nor any other descriptor),
+  enters a Landlock domain of its own where the kernel allows (it can neither
+  signal nor ptrace the checker), loads the submission into a fresh module and
+  calls ``custom_kernel`` when asked.
 
 The candidate never holds a reference output: they exist only in the checker's
 memory, which the candidate cannot read (a non-dumpable process cannot be
 ptraced and its /proc/<pid>/mem cannot be opened). Inputs and the candidate's
-output cross in one shared memory buffer. Before the checker writes inputs or
-reads an output it stops the candidate's whole process group (SIGSTOP), so
-nothing of the candidate runs outside the timed window or rewrites an output
-while it is being checked. Every call, timed or not, gets fresh inputs (the
-case's seed plus a per-evaluation random salt, plus 13 per timed run) and is
-checked, so a cached output from an earlier call fails.
+output cross in one shared memory buffer.
 
-Timing. CPU tier: the checker's own clock from the moment it resumes the
-candidate with a "go" message until the output is in shared memory; this
-includes one copy of the output (the same cost for every kernel of a shape) and
-is out of the candidate's reach. CUDA tier: CUDA events around the
-``custom_kernel`` call only, synchronised before and after, recorded in the
-candidate process with functions taken before the submission was loaded; the
-checker's clock bounds them from above. After loading and after every call the
-candidate side verifies that the timers and this file's functions are the
-objects they were (``time.*``, ``torch.cuda.Event``/``synchronize``, ...); a
-program that replaced one is rejected.
+Frozen outside its calls. The checker is a child subreaper, so every process
+the candidate starts stays below it whatever session or group it moves to.
+After loading, the candidate's whole tree is frozen (SIGSTOP to every process,
+until each thread of each one is seen stopped) and thawed only for its calls.
+A call is: write fresh inputs while frozen, start the clock, thaw, "go", the
+candidate's reply, freeze the whole tree, stop the clock, read the output. So
+everything the candidate and anything it started do between thaw and freeze is
+inside the checker's clock, and nothing of theirs runs while the clock is read,
+the output copied, or the next inputs written. Every call gets inputs from a
+seed drawn afresh from os.urandom, so no call's inputs can be foreseen from an
+earlier one's, and every output is checked.
+
+Timing. CPU tier: the checker's own clock, from just before the thaw to the
+end of the freeze that follows the reply (this includes one copy of the output
+and the freeze, the same cost for every kernel of a shape). CUDA tier: CUDA
+events around the ``custom_kernel`` call only, synchronised before and after,
+recorded in the candidate process with functions taken before the submission
+was loaded; the checker's clock (which includes the copies of inputs and
+output) bounds them from above. At the end the candidate reports whether the
+timers and this file's functions are still the objects they were; a program
+that replaced one is rejected. See README.md for what stays in the program's
+reach on each tier.
 """
 
+import builtins
 import ctypes
 import json
 import math
@@ -49,7 +60,7 @@ if "ref_kernel" not in globals():  # imported as a module (tests), not run as th
     from .reference import WEIGHT_SHAPES, generate_input, ref_kernel
 
 _clock_ns = time.perf_counter_ns  # taken before any submission exists
-_PR_SET_DUMPABLE = 4
+_PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
 
 
 # -- the shared buffer --------------------------------------------------------------
@@ -118,6 +129,12 @@ def _watched():
     pairs += [("torch.cuda.Event", cuda.Event), ("torch.cuda.synchronize", cuda.synchronize)]
     pairs += [("torch.cuda.current_stream", cuda.current_stream)]
     pairs += [(f"torch.cuda.Event.{k}", v) for k, v in vars(cuda.Event).items() if not k.startswith("__")]
+    # what carries a reply: a replaced encoder or write could finish the work after the timed call
+    pairs += [("json.dumps", json.dumps), ("json._default_encoder", json._default_encoder)]
+    pairs += [(f"json.JSONEncoder.{n}", vars(json.JSONEncoder)[n]) for n in ("encode", "iterencode")]
+    pairs += [(f"os.{n}", getattr(os, n)) for n in ("write", "read")] + [("select.select", select.select)]
+    pairs += [(f"builtins.{n}", getattr(builtins, n)) for n in ("getattr", "isinstance", "type", "vars", "list")]
+    pairs += [(f"checker method _Channel.{n}", vars(_Channel)[n]) for n in ("send", "recv")]
     here = globals()
     for name, obj in list(here.items()):
         if isinstance(obj, types.FunctionType):
@@ -132,8 +149,10 @@ def _current(label):
             name, _, attr = label[len("checker function ") :].partition(".")
             obj = globals().get(name)
             return getattr(obj, attr) if attr else obj
+        if label.startswith("checker method _Channel."):
+            return vars(_Channel).get(label.rsplit(".", 1)[1])
         path = label.split(".")
-        obj = {"time": time, "torch": torch}[path[0]]
+        obj = {"time": time, "torch": torch, "json": json, "os": os, "select": select, "builtins": builtins}[path[0]]
         for part in path[1:]:
             obj = vars(obj)[part] if isinstance(obj, type) and part in vars(obj) else getattr(obj, part)
         return obj
@@ -143,6 +162,12 @@ def _current(label):
 
 def _patched(watched):
     return [label for label, obj in watched if _current(label) is not obj]
+
+
+def _modes():
+    """Torch function or dispatch modes left active: they would run the program's code inside the timer's calls."""
+    active = torch._C._len_torch_function_stack() + torch._C._len_torch_dispatch_stack()
+    return ["torch's operators (a torch function or dispatch mode is active)"] if active else []
 
 
 def _error_text(exc):
@@ -158,7 +183,8 @@ class _CudaTimer:
     def __init__(self):
         base = torch._C._CudaEventBase
         self.event, self.record, self.elapsed_ms = torch.cuda.Event, base.record, base.elapsed_time
-        self.synchronize, self.stream = torch.cuda.synchronize, torch.cuda.current_stream
+        # the C functions themselves: replacing torch.cuda.synchronize (or what it calls) changes nothing here
+        self.synchronize, self.stream = torch._C._cuda_synchronize, torch.cuda.current_stream
 
     def __call__(self, fn, data):
         start, end = self.event(enable_timing=True), self.event(enable_timing=True)
@@ -171,8 +197,36 @@ class _CudaTimer:
         return out, 1000.0 * self.elapsed_ms(start, end)
 
 
+def _keep_only_fds(keep):
+    """Close every descriptor but ``keep``: the candidate must not hold the sandbox's result channel."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:  # the listing's own descriptor, already gone
+                pass
+
+
+def _scope_signals():
+    """A Landlock domain of the candidate's own (Linux >= 6.12): no signal to, no ptrace of, the checker."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # landlock_create_ruleset: ABI
+    if abi < 6:
+        return False
+    attr = (ctypes.c_uint64 * 3)(0, 0, 0b11)  # no fs or net rights handled; scoped: abstract sockets, signals
+    ruleset = libc.syscall(444, ctypes.byref(attr), ctypes.c_size_t(24), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return False
+    try:
+        return libc.syscall(446, ctypes.c_int(ruleset), ctypes.c_uint32(0)) == 0  # landlock_restrict_self
+    finally:
+        os.close(ruleset)
+
+
 def _candidate(submission, spec, buf, chan):
-    """Load the submission and answer "prep"/"go" requests until told to stop. Never returns."""
+    """Load the submission and answer "go" requests until told to stop. Never returns."""
     cuda = spec["device"] == "cuda"
     timer = None
     if cuda:  # before the submission runs, so it cannot widen CUDA_VISIBLE_DEVICES
@@ -195,30 +249,28 @@ def _candidate(submission, spec, buf, chan):
         chan.send({"error": _error_text(exc)})
         return
     chan.send({"loaded": True, "patched": _patched(watched)})
-    data, views = None, {}
+    views = {}
     while True:
         msg = chan.recv(1e9)
         if msg["op"] == "exit":
             return
+        if msg["op"] == "guard":  # after the last call: were the timers and the checker left alone?
+            chan.send({"patched": _patched(watched)})
+            continue
         case = msg["case"]
         key = json.dumps(case, sort_keys=True)
         if key not in views:
             views[key] = _views(buf, case)
         x, mask, weights, out_view = views[key]
         config = {"dim": case["dim"], "hidden_dim": case["hiddendim"]}
-        if msg["op"] == "prep":  # CUDA: inputs to the GPU, untimed
-            dev = "cuda"
-            data = (x.to(dev), mask.to(dev), {k: w.to(dev) for k, w in weights.items()}, config)
-            torch.cuda.synchronize()
-            chan.send({"ready": True})
-            continue
         reply = {}
         try:
-            if cuda:
+            if cuda:  # inputs to the GPU inside the checker's clock (outside the events): no untimed window
+                data = (x.to("cuda"), mask.to("cuda"), {k: w.to("cuda") for k, w in weights.items()}, config)
                 out, reply["event_us"] = timer(fn, data)
             else:
                 out = fn((x, mask, weights, config))
-            if not isinstance(out, torch.Tensor):
+            if type(out) is not torch.Tensor:  # a subclass could run its own code on every operation below
                 reply["type"] = type(out).__name__
             else:
                 reply["shape"], reply["dtype"] = list(out.shape), str(out.dtype).replace("torch.", "")
@@ -227,8 +279,9 @@ def _candidate(submission, spec, buf, chan):
         except BaseException as exc:  # noqa: BLE001
             reply = {"error": _error_text(exc)}
         data = out = None
-        chan.send(reply)  # the checker's clock stops here; the check of the timers follows untimed
-        chan.send({"patched": _patched(watched)})
+        if cuda:  # the events are this process's own: say whether what carries them was replaced
+            reply["patched"] = _patched(watched) + _modes()
+        chan.send(reply)  # the checker freezes this process's whole tree before it stops its clock
 
 
 # -- the checker side ------------------------------------------------------------------
@@ -258,32 +311,84 @@ class _Rejected(Exception):
     pass
 
 
+# -- the candidate's process tree ------------------------------------------------------
+def _descendants(root):
+    """Every live process below ``root`` (the checker is a subreaper: no descendant can leave)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def _all_stopped(pid):
+    """Whether every thread of ``pid`` is stopped (or gone): a thread still running could touch the buffer."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"T", b"t", b"Z", b"X"):
+            return False
+    return True
+
+
 class _Checker:
     def __init__(self, spec, buf, chan, pid):
         self.spec, self.buf, self.chan, self.pid = spec, buf, chan, pid
         self.device = "cuda" if spec["device"] == "cuda" else "cpu"
-        self.stopped = False
+        self.me = os.getpid()
 
-    # the candidate's process group is stopped whenever the checker touches the shared buffer
-    def stop(self):
-        if not self.stopped:
+    def freeze(self):
+        """SIGSTOP the candidate and everything it started, until every thread of every one is stopped."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            running = [p for p in _descendants(self.me) if not _all_stopped(p)]
+            if not running:
+                break
+            for p in running:
+                try:
+                    os.kill(p, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+            if self.pid in running:  # wait for the candidate itself (its stop is reported to us)
+                _, status = os.waitpid(self.pid, os.WUNTRACED)
+                if not os.WIFSTOPPED(status):
+                    raise _Rejected(f"the kernel's process ended ({_status_text(status)})")
+            if time.monotonic() > deadline:
+                raise _Rejected("the kernel's processes could not be stopped")
+        if not _alive(self.pid):
+            raise _Rejected("the kernel's process ended")
+
+    def thaw(self):
+        for p in _descendants(self.me):
             try:
-                os.killpg(self.pid, signal.SIGSTOP)
+                os.kill(p, signal.SIGCONT)
             except ProcessLookupError:
-                raise _Rejected("the kernel's process ended") from None
-            _, status = os.waitpid(self.pid, os.WUNTRACED)
-            if not os.WIFSTOPPED(status):
-                raise _Rejected(f"the kernel's process ended ({_status_text(status)})")
-            self.stopped = True
-
-    def resume(self):
-        if self.stopped:
-            os.killpg(self.pid, signal.SIGCONT)
-            self.stopped = False
+                pass
 
     def receive(self, timeout_s, doing):
         try:
-            return self.chan.recv(timeout_s)
+            message = self.chan.recv(timeout_s)
+            if not isinstance(message, dict):
+                raise ValueError
+            return message
         except TimeoutError:
             raise _Rejected(f"no answer within {timeout_s:g} s while {doing}") from None
         except EOFError:
@@ -292,13 +397,14 @@ class _Checker:
         except ValueError:
             raise _Rejected(f"the kernel's process sent a malformed message while {doing}") from None
 
-    def run_case(self, case, seed, label):
-        """Check one call on fresh inputs; returns its time in µs."""
+    def run_case(self, case, label):
+        """Check one call on fresh inputs (a seed nobody can foresee); returns its time in µs."""
         spec = self.spec
+        seed = int.from_bytes(os.urandom(8), "little") >> 1
         inputs = generate_input(**{**case, "seed": seed}, device=self.device)
         ref = ref_kernel(inputs)
         x, mask, weights, out_view = _views(self.buf, case)
-        self.stop()
+        # the candidate's tree is frozen here (since loading, or since its last call)
         x.copy_(inputs[0])
         mask.copy_(inputs[1])
         for name, w in weights.items():
@@ -306,39 +412,36 @@ class _Checker:
         out_view.fill_(float("nan"))
         del inputs
         call = f"custom_kernel ran on {label}"
-        if self.device == "cuda":
-            self.resume()
-            self.chan.send({"op": "prep", "case": case})
-            self.receive(spec["call_timeout_s"], f"copying the inputs of {label} to the GPU")
-        start = _clock_ns()
-        self.resume()
         self.chan.send({"op": "go", "case": case})
+        start = _clock_ns()
+        self.thaw()
         reply = self.receive(spec["call_timeout_s"], call)
+        self.freeze()  # before the clock stops: whatever the candidate's tree did until now is timed
         wall_us = (_clock_ns() - start) / 1000.0
-        guard = self.receive(spec["call_timeout_s"], call)
-        self.stop()
-        if guard.get("patched"):
+        out = out_view.clone().to(self.device)  # read while nothing of the candidate runs
+        if reply.get("patched"):
             raise _Rejected(
-                f"the program replaced {', '.join(guard['patched'][:3])}, which the checker uses; "
+                f"the program replaced {', '.join(map(str, reply['patched'][:3]))}, which the checker uses; "
                 "timers and checkers must be left alone"
             )
         if "error" in reply:
-            raise _Rejected(f"custom_kernel raised an exception on {label}:\n{reply['error']}")
+            raise _Rejected(f"custom_kernel raised an exception on {label}:\n{str(reply['error'])[-3000:]}")
         if "type" in reply:
             raise _Rejected(f"custom_kernel must return a torch.Tensor; on {label} it returned a {reply['type']}")
-        if reply["shape"] != list(ref.shape):
-            raise _Rejected(f"on {label} the output has shape {tuple(reply['shape'])}, expected {tuple(ref.shape)}")
-        if reply["dtype"] not in ("float32", "float16", "bfloat16", "float64"):
-            raise _Rejected(f"on {label} the output has dtype {reply['dtype']}; expected float32")
-        out = out_view.clone().to(self.device)
-        self.resume()
+        shape = reply.get("shape")
+        if shape != list(ref.shape):
+            shape = tuple(shape) if isinstance(shape, list) else shape
+            raise _Rejected(f"on {label} the output has shape {shape}, expected {tuple(ref.shape)}")
+        if reply.get("dtype") not in ("float32", "float16", "bfloat16", "float64"):
+            raise _Rejected(f"on {label} the output has dtype {reply.get('dtype')}; expected float32")
         why = compare(out, ref, spec["rtol"], spec["atol"])
         if why is not None:
             raise _Rejected(f"wrong output on {label}: {why}")
         if self.device == "cuda":
-            if not 0.0 <= reply["event_us"] <= wall_us:
-                raise _Rejected(f"the CUDA events measured {reply['event_us']:.1f} µs in a {wall_us:.1f} µs call")
-            return reply["event_us"]
+            event_us = reply.get("event_us")
+            if not isinstance(event_us, float) or not 0.0 <= event_us <= wall_us:
+                raise _Rejected(f"the CUDA events measured {event_us!r} µs in a {wall_us:.1f} µs call")
+            return event_us
         return wall_us
 
     def run(self):
@@ -349,20 +452,22 @@ class _Checker:
         if "error" in loaded:
             raise _Rejected(f"the program failed to load:\n{loaded['error']}")
         if loaded.get("patched"):
-            raise _Rejected(f"the program replaced {', '.join(loaded['patched'][:3])}, which the checker uses")
+            raise _Rejected(
+                f"the program replaced {', '.join(map(str, loaded['patched'][:3]))}, which the checker uses"
+            )
         if self.device == "cuda" and not torch.cuda.is_available():
             raise _Rejected("the CUDA tier needs a GPU inside the sandbox (set sandbox.gpus)")
-        salt = int.from_bytes(os.urandom(3), "little")  # unknown to the program: inputs cannot be foreseen
+        self.freeze()  # from here on the candidate runs only inside its calls
         tests, benchmarks = spec["tests"], spec["benchmarks"]
         for i, case in enumerate(tests):
-            self.run_case(case, case["seed"] + salt, f"test {i + 1} of {len(tests)} ({_describe(case)})")
+            self.run_case(case, f"test {i + 1} of {len(tests)} ({_describe(case)})")
         results = []
         for i, case in enumerate(benchmarks):
             label = f"benchmark {i + 1} of {len(benchmarks)} ({_describe(case)})"
-            self.run_case(case, case["seed"] + salt, label)  # correctness and warm-up, untimed
+            self.run_case(case, label)  # correctness and warm-up, untimed
             times, began = [], time.monotonic()
-            for k in range(int(spec["max_repeats"])):
-                times.append(self.run_case(case, case["seed"] + salt + 13 * (k + 1), label))
+            for _ in range(int(spec["max_repeats"])):
+                times.append(self.run_case(case, label))
                 mean = sum(times) / len(times)
                 if len(times) >= 3:
                     var = sum((t - mean) ** 2 for t in times) / (len(times) - 1)
@@ -373,8 +478,42 @@ class _Checker:
             mean = sum(times) / len(times)
             var = sum((t - mean) ** 2 for t in times) / max(1, len(times) - 1)
             results.append({"case": case, "mean_us": mean, "stderr_us": (var / len(times)) ** 0.5, "runs": len(times)})
+        # every output is read and checked: only now may the candidate run untimed, to say what it replaced
+        self.chan.send({"op": "guard"})
+        self.thaw()
+        guard = self.receive(spec["call_timeout_s"], "reporting what the program replaced")
+        if guard.get("patched"):
+            raise _Rejected(
+                f"the program replaced {', '.join(map(str, guard['patched'][:3]))}, which the checker uses; "
+                "timers and checkers must be left alone"
+            )
         log_mean = sum(math.log(max(r["mean_us"], 1e-3)) for r in results) / len(results)
         return {"valid": True, "runtime_us": math.exp(log_mean), "benchmarks": results, "tests": len(tests)}
+
+    def kill_all(self):
+        """SIGKILL the candidate's whole tree (any session or group) and reap what comes back to us."""
+        for _ in range(1000):
+            tree = _descendants(self.me)
+            if not tree:
+                break
+            for p in tree:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                break
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 def _describe(case):
@@ -394,7 +533,9 @@ def check_kernel(submission, spec):
     Returns {"valid": True, "runtime_us": geometric mean of the benchmark means, "benchmarks": [...],
     "tests": count} or {"valid": False, "reason": ...}.
     """
-    ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # the candidate cannot read this process
+    libc = ctypes.CDLL(None)
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # the candidate cannot read this process
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # what the candidate starts stays in our tree
     size = max(_layout(case)[1] for case in spec["tests"] + spec["benchmarks"]) * 4
     buf = mmap.mmap(-1, size)  # anonymous and shared with the forked candidate
     child_r, parent_w = os.pipe()  # checker -> candidate
@@ -406,8 +547,8 @@ def check_kernel(submission, spec):
         code = 0
         try:
             os.setpgid(0, 0)
-            os.close(parent_r)
-            os.close(parent_w)
+            _keep_only_fds({0, 1, 2, child_r, child_w})  # not the sandbox's result channel, nor anything else
+            _scope_signals()
             torch.set_num_threads(int(spec["threads"]))
             _candidate(submission, spec, buf, _Channel(child_r, child_w))
         except BaseException:  # noqa: BLE001 - the checker sees the pipe close
@@ -431,12 +572,7 @@ def check_kernel(submission, spec):
         return checker.run()
     except _Rejected as exc:
         return {"valid": False, "reason": str(exc)}
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:  # a message of the wrong form
+        return {"valid": False, "reason": f"the kernel's process sent a malformed message ({exc!r})"}
     finally:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        checker.kill_all()
