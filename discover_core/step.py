@@ -22,8 +22,18 @@ our own loop; NeMo RL's generation in ``launch/nemo_rl``).
     9. end the sampler's step (prune the archive), write one event per rollout and the
        step's metrics.
 
-The lifecycle around it (run directory, resume, checkpoints, signals) is ``loop.Discovery``.
-Nothing a program or a plugin does stops the step: failures become events.
+The lifecycle around it (run directory, resume, checkpoints, signals) is ``loop.Discovery``,
+which builds the run's ``Step`` as ``Discovery.stepper``. Nothing a program or a plugin does
+stops the step: failures become events.
+
+The API other drivers build on (``discover prompt``, the NeMo RL environment):
+
+- ``Step.seed(states=None)``, ``Step.warm_start()``, ``Step.fresh_states(k)``: the seeds;
+- ``Step.plan(t) -> Plan`` (``parents``, ``prompts``, ``sampled_groups``, ``to_sample``, ``failed``);
+- ``Step.finish(plan, completions, *, sample_s=0.0, train=None) -> StepResult``
+  (``rollouts``: every ``Rollout`` group by group; ``metrics``: the step's event);
+- ``Step.best``, ``Step.totals``, ``Step.verify_best()``, ``Step.state_dict()`` /
+  ``load_state_dict()``; ``reverify(problem, construction)``.
 """
 
 from __future__ import annotations
@@ -172,6 +182,7 @@ class Step:
         self.best: dict[str, Any] | None = None
         self.totals = {"rollouts": 0, "valid": 0}
         self._archive_ok: dict[str, bool] = {}  # keep_in_archive, asked once per state
+        self._verified: dict[str, dict[str, Any]] = {}  # would-be bests the host re-verified, by state id
         sampler.accept = self._keep
         sampler.make_states = self.fresh_states
 
@@ -253,6 +264,8 @@ class Step:
         eval_s = time.perf_counter() - te
 
         for r in rollouts:  # rollout order, so the archive is the same on every run
+            if r.child is not None and self._beats_best(r.child):
+                self._confirm(r)  # the host's verify has the last word before a rollout becomes the best
             self.sampler.record(r.parent, r.child)
             if r.child is not None:
                 self._maybe_new_best(r.child, source=f"step {t}")
@@ -464,6 +477,27 @@ class Step:
     def _score_key(self, score: float) -> float:
         return score if self.problem.maximize else -score
 
+    def _beats_best(self, state: State) -> bool:
+        return state.value is not None and (self.best is None or state.value > self.best["value"])
+
+    def _confirm(self, r: Rollout) -> None:
+        """Re-verify a would-be best on the host; when the verifier disagrees the rollout is invalid.
+
+        Its reward becomes 0, its child leaves the archive and never becomes the best, and the
+        run counts the disagreement (``totals["reverify_disagreed"]``, in the summary). A problem
+        without ``verify`` (valid None) keeps the sandbox's word.
+        """
+        verified = reverify(self.problem, r.child.construction)
+        if verified["valid"] is False:
+            self.totals["reverify_disagreed"] = self.totals.get("reverify_disagreed", 0) + 1
+            log.warning("rollout %s: the host's re-verification disagreed: %s", r.child.id, verified["reason"])
+            self._archive_ok.pop(r.child.id, None)
+            reason = f"the sandbox's evaluation passed but the host's re-verification failed: {verified['reason']}"
+            r.outcome = Invalid("invalid_construction", reason, stdout=r.outcome.stdout)
+            r.reward, r.child = 0.0, None
+        else:
+            self._verified[r.child.id] = verified
+
     def _maybe_new_best(self, state: State, source: str) -> None:
         if state.value is None or (self.best is not None and state.value <= self.best["value"]):
             return
@@ -477,6 +511,9 @@ class Step:
             "construction": state.construction,
             "code": state.code,
         }
+        if state.id in self._verified:  # checked by _confirm before it could become the best
+            self.best["verified"] = self._verified.pop(state.id)
+        self._verified.clear()
 
     def verify_best(self) -> dict[str, Any] | None:
         """The best record, its construction re-verified once (kept in the record, so in the checkpoint)."""
