@@ -46,6 +46,8 @@ class RunSummary:
     valid_rate: float
     rollouts: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: would-be bests whose host-side re-verification failed (made invalid: reward 0, not archived)
+    reverify_disagreed: int = 0
 
 
 class Discovery:
@@ -259,6 +261,7 @@ class Discovery:
             valid_rate=totals["valid"] / max(1, totals["rollouts"]),
             rollouts=totals["rollouts"],
             metrics=history,
+            reverify_disagreed=totals.get("reverify_disagreed", 0),
         )
         self.reporter.finished(summary)
         return summary

@@ -195,7 +195,8 @@ class Reporter:
     def summary_line(summary: Any) -> str:
         return (
             f"done: {summary.steps_done} steps, {summary.rollouts} rollouts, valid rate {summary.valid_rate:.1%}, "
-            f"best score {_fmt(summary.best_score)}; run directory {summary.run_dir}"
+            f"best score {_fmt(summary.best_score)}; "
+            f"{getattr(summary, 'reverify_disagreed', 0)} re-verifications disagreed; run directory {summary.run_dir}"
         )
 
 
