@@ -148,9 +148,13 @@ class RunStore:
     def foreign_files(self) -> list[str]:
         """Names in the folder that no run wrote (the user's own files)."""
         try:
-            return sorted(n for n in os.listdir(self.root) if not _ours(n))
+            names = os.listdir(self.root)
         except FileNotFoundError:
             return []
+        # a config.yaml is the run's only beside the run's marker (or events, or checkpoints): alone, it is
+        # the user's own (``run.output: .`` next to the config being run) and must never be overwritten
+        started = any(n in names for n in (MARKER, "events.jsonl", "checkpoints"))
+        return sorted(n for n in names if not _ours(n) or (n == "config.yaml" and not started))
 
     def holds_run(self) -> bool:
         """Whether a run was ever started here (even one killed before its first event)."""

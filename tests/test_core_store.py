@@ -110,6 +110,22 @@ def test_output_beside_the_users_files_is_refused(tmp_path, output):
     assert after == before
 
 
+def test_output_beside_the_users_config_alone_is_refused(tmp_path):
+    """``run.output: .`` where the config being run is the folder's only file: it is the user's, not the run's."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = yaml.safe_load(CONFIG.read_text())
+    config["problem"]["name"] = "toy_problem:ToyProblem"
+    config["backend"]["path"] = str(TOY / "replies.jsonl")
+    config["run"]["output"] = "."
+    (folder / "config.yaml").write_text("# my own notes stay\n" + yaml.safe_dump(config))
+    before = (folder / "config.yaml").read_bytes()
+    with pytest.raises(RunDirError, match=r"no run wrote \(config.yaml\)"):
+        run_config(folder / "config.yaml", SMALL, reporter=Reporter())
+    assert (folder / "config.yaml").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml"]
+
+
 def test_output_under_a_file_is_one_paragraph_and_leaves_nothing(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(RunDirError, match="Not a directory"):
