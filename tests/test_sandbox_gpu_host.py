@@ -71,3 +71,26 @@ def test_a_host_with_everything_has_no_problems(monkeypatch, tmp_path):
     monkeypatch.setattr(gpu, "c_compiler", lambda: "/usr/bin/gcc")
     monkeypatch.setattr(gpu, "python_header", lambda: str(header))
     assert gpu.host_problems(("triton",)) == []
+
+
+def test_a_missing_uvm_device_and_exclusive_compute_mode_are_reported(monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu, "libcuda_on_system_path", lambda: True)
+    (tmp_path / "nvidiactl").write_text("")
+    (tmp_path / "nvidia0").write_text("")
+    monkeypatch.setattr(gpu, "exclusive_gpus", lambda: ["1"])
+    problems = gpu.host_problems((), dev=str(tmp_path))
+    assert len(problems) == 2
+    assert "nvidia-uvm does not exist" in problems[0] and "nvidia-modprobe -u" in problems[0]
+    assert "GPU(s) 1 are in an exclusive compute mode" in problems[1] and "nvidia-smi -c DEFAULT" in problems[1]
+    (tmp_path / "nvidia-uvm").write_text("")
+    monkeypatch.setattr(gpu, "exclusive_gpus", lambda: [])
+    assert gpu.host_problems((), dev=str(tmp_path)) == []
+
+
+def test_exclusive_gpus_reads_nvidia_smi(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(gpu.shutil, "which", lambda name, **kw: "/usr/bin/nvidia-smi")
+    out = "0, Default\n1, Exclusive_Process\n"
+    monkeypatch.setattr(gpu.subprocess, "run", lambda *a, **k: SimpleNamespace(stdout=out))
+    assert gpu.exclusive_gpus() == ["1"]

@@ -16,6 +16,11 @@ things CUDA programs find through the host:
   shared between programs on purpose: a shared writable cache would let one program leave
   compiled code that the next one (and its checker) loads. A missing compiler or header is
   reported at start-up.
+
+Two host settings are reported too: ``/dev/nvidia-uvm`` is created by the driver only when the
+host first uses CUDA (the sandbox binds the device files that exist when a slot starts), and a
+GPU in exclusive-process compute mode admits one CUDA process, while a kernel problem's checker
+and the candidate it times may be two.
 """
 
 from __future__ import annotations
@@ -66,9 +71,38 @@ def python_header() -> str:
     return os.path.join(sysconfig.get_paths()["include"], "Python.h")
 
 
-def host_problems(preload: tuple[str, ...] = ()) -> list[str]:
+def exclusive_gpus() -> list[str]:
+    """Indices of GPUs in an exclusive compute mode, as nvidia-smi reports them (none without it)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=index,compute_mode", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [line.split(",") for line in out.splitlines() if "," in line]
+    return [i.strip() for i, mode in rows if "exclusive" in mode.lower()]
+
+
+def host_problems(preload: tuple[str, ...] = (), dev: str = "/dev") -> list[str]:
     """One paragraph per thing this host lacks for GPU programs (empty when nothing is missing)."""
     problems = []
+    if os.path.exists(os.path.join(dev, "nvidiactl")) and not os.path.exists(os.path.join(dev, "nvidia-uvm")):
+        problems.append(
+            f"{dev}/nvidia-uvm does not exist yet (the driver creates it when the host first uses CUDA), and "
+            "programs in the sandbox cannot create it: they will fail to initialise CUDA. Run "
+            "'nvidia-modprobe -u -c=0' (or any CUDA program, e.g. nvidia-smi on some drivers, or python -c "
+            "\"import torch; torch.zeros(1, device='cuda')\") once on the host before starting discover."
+        )
+    exclusive = exclusive_gpus()
+    if exclusive:
+        problems.append(
+            f"GPU(s) {', '.join(exclusive)} are in an exclusive compute mode: one CUDA process at a time, while a "
+            "kernel problem's checker and the program it times can be two processes on the same GPU. Set the "
+            "default mode with 'nvidia-smi -c DEFAULT' (as root), or leave those GPUs out of sandbox.gpus."
+        )
     if not cuda_library_dirs() and not libcuda_on_system_path():
         problems.append(
             f"GPU programs are enabled (sandbox.gpus) but the CUDA driver library {LIBCUDA} is neither in the "
