@@ -25,16 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .install import install_command
+from .errors import MissingExtra, UserError
 
 log = logging.getLogger("discover.trackers")
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
-
-
-class TrackerNotInstalled(UserError):
-    pass
 
 
 def _require(module: str, extra: str):
@@ -43,9 +38,8 @@ def _require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise TrackerNotInstalled(
-            f"log.trackers names {extra!r}, but {module} is not installed here ({e}). "
-            f"Install it with {install_command(extra)}, or remove {extra!r} from log.trackers."
+        raise MissingExtra(
+            f"log.trackers' {extra!r}", module, extra, e, instead=f"remove {extra!r} from log.trackers"
         ) from None
 
 

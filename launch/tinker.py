@@ -47,15 +47,13 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, Field, model_validator
 
 from discover_ttt.backend import Backend, Completion, TrainItem
-from discover_ttt.errors import UserError
-from discover_ttt.install import install_command
+from discover_ttt.errors import MissingExtra, UserError
 
 from .lora.budget import call_seed
 from .lora.params import SamplerParams, UpdateParams
 
 log = logging.getLogger("discover")
 
-INSTALL_HINT = install_command("tinker")
 STATE_FILE = "tinker_state.json"
 #: Error classes of the SDK worth retrying: the request may succeed a moment later.
 TRANSIENT = ("APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError", "TimeoutError")
@@ -92,10 +90,6 @@ SDK_CALLS: dict[str, tuple[str, ...]] = {
 }
 
 
-class TinkerNotInstalled(UserError, ImportError):
-    """The Tinker SDK is missing: the ``tinker`` extra is not installed."""
-
-
 class TinkerServiceError(UserError):
     """A Tinker call failed (after retries, where retrying is safe)."""
 
@@ -105,9 +99,8 @@ def _tinker_api() -> Any:
     try:
         import tinker
     except ImportError as e:
-        raise TinkerNotInstalled(
-            f"the 'tinker' backend needs the Tinker SDK, which is not installed here ({e}). Install the extra "
-            f"with {INSTALL_HINT}, or use backend 'local', 'vllm' or 'openai'."
+        raise MissingExtra(
+            "the 'tinker' backend", "the Tinker SDK", "tinker", e, instead="use backend 'local', 'vllm' or 'openai'"
         ) from None
     return tinker
 

@@ -1,7 +1,7 @@
 """The ``vllm`` backend: sampling with vLLM's offline engine, training with the local trainer.
 
 Needs the optional extra: ``pip install -e '.[vllm]'`` in the checkout (a CUDA machine). This module
-imports without vLLM; building the backend without it raises ``VllmNotInstalled``.
+imports without vLLM; building the backend without it raises ``MissingExtra``.
 
 Per RL step (reference-algorithm §9.3):
 
@@ -38,13 +38,11 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, Field
 
 from discover_ttt.backend import Backend, Completion, TrainItem
-from discover_ttt.errors import UserError
-from discover_ttt.install import install_command
+from discover_ttt.errors import MissingExtra, UserError
 
 from .lora.budget import call_seed
 from .lora.params import LocalParams
 
-INSTALL_HINT = install_command("vllm")
 STATE_FILE = "vllm_state.json"
 #: The default model: the CPU default (SmolLM2-135M-Instruct) in the safetensors form vLLM loads.
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -63,10 +61,6 @@ GGUF_LOADER_MODULE = "vllm.model_executor.model_loader.gguf_loader"
 log = logging.getLogger("discover")
 
 
-class VllmNotInstalled(ImportError):
-    """vLLM is missing: the ``vllm`` extra is not installed."""
-
-
 class VllmConfigError(UserError):
     """A ``vllm`` backend setting this vLLM or this GPU cannot run."""
 
@@ -78,9 +72,12 @@ def _vllm_api() -> SimpleNamespace:
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
     except ImportError as e:
-        raise VllmNotInstalled(
-            f"the 'vllm' backend needs vLLM, which is not installed here ({e}). Install the extra with "
-            f"{INSTALL_HINT} on a machine with a CUDA GPU, or use backend 'local' (transformers) or 'openai'."
+        raise MissingExtra(
+            "the 'vllm' backend",
+            "vLLM",
+            "vllm",
+            e,
+            instead="use backend 'local' (transformers) or 'openai'; vLLM needs a machine with a CUDA GPU",
         ) from None
     # 0.10.x loads GGUF files; later releases dropped the loader
     gguf = importlib.util.find_spec(GGUF_LOADER_MODULE) is not None

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from discover_ttt.errors import UserError
+from discover_ttt.errors import MissingExtra, UserError
+from discover_ttt.install import install_command
 from discover_ttt.loop import run_config
 from discover_ttt.progress import Reporter
-from discover_ttt.trackers import TrackerNotInstalled, Trackers, step_scalars
+from discover_ttt.trackers import Trackers, step_scalars
 
 TOY = Path(__file__).parent / "toy"
 
@@ -178,9 +180,9 @@ def test_trackio_gets_the_step_metrics(tmp_path, monkeypatch):
 
 def test_a_missing_extra_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
-    with pytest.raises(TrackerNotInstalled, match=r"discover-ttt\[mlflow\]"):
+    with pytest.raises(MissingExtra, match=re.escape(install_command("mlflow"))):
         Trackers.open(["mlflow"], tmp_path, {})
-    assert issubclass(TrackerNotInstalled, UserError)
+    assert issubclass(MissingExtra, UserError)
 
 
 def test_a_failing_tracker_is_switched_off_and_the_run_goes_on(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ advantages as the local trainer, checkpoints, failures, and a full run killed an
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -26,7 +27,8 @@ from fake_tinker import (  # noqa: E402
 )
 
 from discover_ttt.backend import Completion, TrainItem  # noqa: E402
-from discover_ttt.errors import UserError  # noqa: E402
+from discover_ttt.errors import MissingExtra, UserError  # noqa: E402
+from discover_ttt.install import install_command  # noqa: E402
 from discover_ttt.launch import tinker as tinker_backend  # noqa: E402
 from discover_ttt.launch.lora import objective  # noqa: E402
 from discover_ttt.launch.lora.tiny import tiny_tokenizer  # noqa: E402
@@ -59,7 +61,7 @@ def digit(c: Completion) -> str:
 
 def test_without_the_sdk_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tinker", None)  # import tinker raises ImportError
-    with pytest.raises(UserError, match=r"pip install 'discover-ttt\[tinker\]'"):
+    with pytest.raises(MissingExtra, match=re.escape(install_command("tinker"))):
         TinkerBackend(TinkerParams())
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from discover_ttt.backend import TrainItem
-from discover_ttt.launch.vllm import VllmBackend, VllmNotInstalled, VllmParams
+from discover_ttt.errors import MissingExtra
+from discover_ttt.install import install_command
+from discover_ttt.launch.vllm import VllmBackend, VllmParams
 
 PROMPTS = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a second prompt"}]]
 LETTERS = list(range(10, 60))  # printable characters in the tiny tokenizer
@@ -71,7 +74,7 @@ def make(tmp_path, **overrides):
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_without_vllm_the_error_names_the_extra():
-    with pytest.raises(VllmNotInstalled, match=r"discover-ttt\[vllm\]"):
+    with pytest.raises(MissingExtra, match=re.escape(install_command("vllm"))):
         VllmBackend(VllmParams(model="tiny-random", device="cpu"))
 
 

@@ -22,6 +22,8 @@ from conftest import RAY_SECRET as SECRET
 from conftest import RAY_SECRET_VAR as SECRET_VAR
 
 from discover_ttt.config import load_config
+from discover_ttt.errors import MissingExtra
+from discover_ttt.install import install_command
 from discover_ttt.loop import Discovery, run_config
 from discover_ttt.problem import Problem
 from discover_ttt.progress import Reporter
@@ -49,7 +51,7 @@ def test_ray_request_adds_the_problem_resources():
 def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
     monkeypatch.delitem(sys.modules, "discover_ttt.sandbox.ray_executor", raising=False)
-    with pytest.raises(RayExecutorError, match=r"pip install 'discover-ttt\[ray\]'"):
+    with pytest.raises(MissingExtra, match=re.escape(install_command("ray"))):
         make_sandbox({"executor": "ray"})
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UserError
-from ..install import install_command
-
-RAY_INSTALL = install_command("ray")
 
 
 class RayExecutorError(UserError):
-    """The Ray executor cannot be used as configured (Ray missing, no node fits a program)."""
+    """The Ray executor cannot be used as configured (no node fits a program, an address for the local executor).
+
+    Ray itself missing is ``errors.MissingExtra``.
+    """
 
 
 def ray_request(cpus: int, program_resources: dict[str, float] | None = None) -> dict[str, float]:

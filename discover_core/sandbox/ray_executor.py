@@ -28,16 +28,16 @@ import threading
 import time
 from typing import Any
 
-from .executors import RAY_INSTALL, RayExecutorError, ray_request, slot_gpus
+from ..errors import MissingExtra
+from .executors import RayExecutorError, ray_request, slot_gpus
 from .runner import _GRACE_S, Sandbox, SandboxError, SandboxResult
 
 try:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-except ImportError:  # pragma: no cover - exercised by a test that hides ray
-    raise RayExecutorError(
-        f"sandbox.executor is 'ray' but Ray is not installed here; install it with {RAY_INSTALL} "
-        "(on every node of the cluster), or set sandbox.executor: local."
+except ImportError as e:  # pragma: no cover - exercised by a test that hides ray
+    raise MissingExtra(
+        "sandbox.executor 'ray'", "Ray", "ray", e, instead="set sandbox.executor: local (install Ray on every node)"
     ) from None
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from discover_ttt.errors import UserError
+from discover_ttt.errors import MissingExtra, UserError
 
 from . import INSTALL_HINT
 from .advantages import install
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         from nemo_rl.utils.config import load_config, parse_hydra_overrides
         from omegaconf import OmegaConf
     except ImportError as e:
-        raise UserError(f"the NeMo RL driver needs nemo_rl, which does not import here ({e}); {INSTALL_HINT}.") from e
+        raise MissingExtra("the NeMo RL driver", "NeMo RL (nemo_rl)", None, e, install=INSTALL_HINT) from None
 
     config = load_config(args.config)
     if overrides:

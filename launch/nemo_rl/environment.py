@@ -26,8 +26,7 @@ from typing import Any, NamedTuple
 
 from discover_ttt.backend import Backend, Completion
 from discover_ttt.config import load_config
-from discover_ttt.errors import UserError
-from discover_ttt.install import install_command
+from discover_ttt.errors import MissingExtra, UserError
 from discover_ttt.loop import Discovery, Rollout
 from discover_ttt.problem import Invalid
 from discover_ttt.progress import Reporter
@@ -208,9 +207,7 @@ def environment_actor(config: str | Path | dict[str, Any], run_dir: str | Path |
     try:
         import ray
     except ImportError as e:
-        raise UserError(
-            f"the NeMo RL environment runs as a Ray actor: install Ray with {install_command('ray')} ({e})."
-        ) from None
+        raise MissingExtra("the NeMo RL environment (a Ray actor)", "Ray", "ray", e) from None
     bases: tuple[type, ...] = (DiscoveryEnvironment,)
     try:
         from nemo_rl.environments.interfaces import EnvironmentInterface
