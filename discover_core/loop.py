@@ -136,8 +136,14 @@ class Discovery:
         self._check_config()
         ckpt = self.store.read_checkpoint(path)
         self._start_workers()
-        self.sampler.load_state_dict(ckpt.sampler)
-        self.stepper.load_state_dict(ckpt.loop)
+        try:  # a hand-edited or foreign checkpoint of the wrong shape: one paragraph, not a traceback
+            self.sampler.load_state_dict(ckpt.sampler)
+            self.stepper.load_state_dict(ckpt.loop)
+        except (TypeError, KeyError, AttributeError, ValueError, IndexError) as e:
+            raise RunDirError(
+                f"Checkpoint {path} does not hold what this run saves ({type(e).__name__}: {e}); it was edited or "
+                "written by another version. Delete that folder to resume from the one before it."
+            ) from None
         self.step = ckpt.step + 1
         self.backend.load(ckpt.backend)
         missing = self.store.missing_steps(ckpt.step)

@@ -26,6 +26,10 @@ def read_construction(problem: Any, file: str | Path) -> Any:
         raise ConfigError(f"cannot read {file}: {e.strerror or e}.") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{file} is not JSON: {e.msg} at line {e.lineno}.") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{file} is nested too deeply to be a construction (lists within lists, too many levels)."
+        ) from None
     if isinstance(data, dict) and "construction" in data:
         data = data["construction"]
     try:
@@ -33,6 +37,8 @@ def read_construction(problem: Any, file: str | Path) -> Any:
         return json_safe(construction)  # numpy arrays become lists; a set or an object is refused
     except (ValueError, TypeError, KeyError, BadReturn) as e:
         raise ConfigError(f"{file} does not hold a {problem.name} construction: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{file} does not hold a {problem.name} construction: it is nested too deeply.") from None
     except Exception as e:  # noqa: BLE001 - a plugin bug: one paragraph naming the hook
         raise ConfigError(
             f"{file}: problem {problem.name!r}, hook construction_from_record() raised {type(e).__name__}: {e}"

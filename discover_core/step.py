@@ -526,10 +526,13 @@ class Step:
         return {"rng": self.rng.bit_generator.state, "made": self.made, "best": self.best, "totals": self.totals}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        best, totals = state["best"], state["totals"]
+        if not (best is None or (isinstance(best, dict) and isinstance(best.get("value"), (int, float)))):
+            raise ValueError("the best record is not a mapping with a numeric value")
+        if not isinstance(state["made"], int) or not isinstance(totals, dict):
+            raise ValueError("the count of seeds made or the rollout totals are of the wrong type")
         self.rng.bit_generator.state = state["rng"]
-        self.made = state["made"]
-        self.best = state["best"]
-        self.totals = state["totals"]
+        self.made, self.best, self.totals = state["made"], best, totals
 
 
 def _count(kinds: list[str]) -> dict[str, int]:
