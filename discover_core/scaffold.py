@@ -9,7 +9,10 @@ text are replaced, and ``gitignore`` becomes ``.gitignore``.
 from __future__ import annotations
 
 import keyword
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from .errors import UserError
@@ -17,6 +20,8 @@ from .errors import UserError
 TEMPLATE = Path(__file__).with_name("templates") / "new_problem"
 SUFFIX = ".tmpl"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+#: a name's longest form ("test_discover_<name>.py") must stay a legal file name on every filesystem
+MAX_NAME = 64
 _HIDDEN = {"gitignore": ".gitignore"}
 
 
@@ -28,6 +33,11 @@ def names_for(raw: str) -> dict[str, str]:
     """``heilbronn-triangles`` → name heilbronn_triangles, module discover_heilbronn_triangles,
     Class HeilbronnTriangles, dist discover-heilbronn-triangles."""
     name = raw.strip().lower().replace("-", "_")
+    if len(name) > MAX_NAME:
+        raise ScaffoldError(
+            f"a problem name has at most {MAX_NAME} characters ({len(name)} given): it names the package, "
+            "its folder and its files. Choose a shorter name."
+        )
     if not _NAME.fullmatch(name) or keyword.iskeyword(name):
         raise ScaffoldError(
             f"{raw!r} cannot name a problem: use lower-case letters, digits, '_' or '-', starting with a letter "
@@ -74,11 +84,34 @@ def new_problem(raw_name: str, directory: str | Path | None = None, installed: l
             "choose another name, since two plugins cannot register the same one."
         )
     root = Path(directory) if directory is not None else Path(names["dist"])
+    if root.is_symlink() and not root.exists():
+        raise ScaffoldError(
+            f"{root} is a symbolic link to {os.readlink(root)}, which does not exist; create its target or "
+            "choose another folder with --dir."
+        )
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ScaffoldError(f"{root} already exists and is not an empty folder; choose another with --dir.")
     files = plan(raw_name)
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    # written whole in a folder beside root, then moved in: a failure leaves nothing half-written
+    staging = None
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".discover-new-", dir=root.parent))
+        for rel, text in files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        if root.exists():  # an empty folder (or a link to one): move the contents in
+            for entry in staging.iterdir():
+                entry.rename(root / entry.name)
+        else:
+            staging.rename(root)
+    except OSError as e:
+        raise ScaffoldError(
+            f"cannot write the problem package to {root}: {e.strerror or e}"
+            f"{f' ({e.filename})' if e.filename else ''}; nothing was left there. Choose another --dir or fix the cause."
+        ) from None
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return root

@@ -71,6 +71,36 @@ def test_refuses_a_used_folder_or_an_installed_name(tmp_path):
         new_problem("erdos", tmp_path / "new", installed=["erdos", "circle_packing"])
 
 
+def test_a_long_name_or_a_dangling_link_is_one_paragraph_and_leaves_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from discover_ttt.cli import cli
+
+    runner = CliRunner()
+    long = runner.invoke(cli, ["new-problem", "a" * 250, "--dir", str(tmp_path / "long")])
+    assert long.exit_code == 2 and "at most 64 characters" in long.output and "Traceback" not in long.output
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    dangling = runner.invoke(cli, ["new-problem", "heilbronn", "--dir", str(tmp_path / "dangling")])
+    assert dangling.exit_code == 2 and "does not exist" in dangling.output, dangling.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling"]  # nothing half-written
+
+
+def test_a_failed_write_leaves_no_half_written_package(tmp_path, monkeypatch):
+    calls = []
+    real = Path.write_text
+
+    def fail_third(self, text, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", str(self))
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", fail_third)
+    with pytest.raises(UserError, match="No space left on device"):
+        new_problem("heilbronn", tmp_path / "pkg")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_templates_are_package_data():
     """Every template file matches the package-data globs, so a wheel ships it."""
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
