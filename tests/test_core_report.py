@@ -15,7 +15,7 @@ from discover_ttt.cli import cli
 from discover_ttt.loop import run_config
 from discover_ttt.progress import Reporter
 from discover_ttt.report import read_run, render, run_rows
-from discover_ttt.report.html import num
+from discover_ttt.report.html import num, short
 
 TOY = Path(__file__).parent / "toy"
 SECTIONS = [
@@ -100,9 +100,9 @@ def test_report_has_every_section_and_the_numbers_of_the_events(toy_run):
         assert cells[0] == str(s["step"]) and cells[1] == str(s["rollouts"])
         assert cells[2] == f"{s['valid_rate']:.1%}"
         assert cells[3] == num(s["best_score"]) and cells[4] == num(s["step_best_score"])
-        assert cells[5] == num(s["reward_mean"]) and cells[6] == num(s["reward_max"])
-        betas = [g["beta"] for g in s["group_stats"]]
-        assert cells[7] == num(min(betas)) and cells[8] == num(max(betas))
+        assert cells[5] == short(s["reward_mean"]) and cells[6] == short(s["reward_max"])
+        betas = [g["beta"] for g in s["group_stats"] if "beta" in g and not g["constant"]]
+        assert cells[7] == (short(min(betas)) if betas else "–") and cells[8] == (short(max(betas)) if betas else "–")
         assert cells[9] == f"{len(s['groups_kept'])}/{s['groups']}" and cells[10] == str(s["archive_size"])
         for kind, n in s["failures"].items():
             assert f"{kind}: {n}" in cells[12]
@@ -170,3 +170,59 @@ def test_erdos_report_draws_records_target_and_the_construction(erdos_run):
     chart = re.search(r'<section id="best-score">.*?src="data:image/svg\+xml;base64,([^"]+)"', page, re.S).group(1)
     svg = base64.b64decode(chart).decode()
     assert "lower is better" in svg and "TTT-Discover (2026)" in svg and "target 0.3808" in svg
+
+
+# -- where the run started: the seeds ---------------------------------------------------------
+def _seeds(run_dir):
+    ckpt = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    states = json.loads((ckpt / "sampler.json").read_text())["states"]
+    return {s["id"]: s for s in states if not s["parents"]}
+
+
+def _svg_text(page, section):
+    src = re.search(rf'<section id="{section}">.*?src="data:image/svg\+xml;base64,([^"]+)"', page, re.S).group(1)
+    return base64.b64decode(src).decode()
+
+
+def test_the_lineage_shows_the_seed_score_and_the_first_change(toy_run):
+    run = read_run(toy_run)
+    seeds = _seeds(toy_run)
+    chain = run.lineage()
+    seed, first = chain[0], chain[1]
+    assert seed.id in seeds and seed.score == seeds[seed.id]["score"]
+    cells = parse(render(run)).rows[f"lineage-{seed.id}"]
+    assert cells == [seed.id, "seed", num(seeds[seed.id]["score"]), "–"]
+    assert parse(render(run)).rows[f"lineage-{first.id}"][3] == short(first.score - seed.score)
+
+
+def test_the_best_score_curve_has_the_best_seed_as_its_baseline(toy_run):
+    seeds = _seeds(toy_run)
+    best_seed = max(seeds.values(), key=lambda s: s["value"])
+    run = read_run(toy_run)
+    assert run.seed_baseline == best_seed["score"]
+    assert f"best seed: {best_seed['score']:.6g}" in _svg_text(render(run), "best-score")
+
+
+def test_a_one_step_run_gets_whole_step_ticks():
+    from discover_ttt.report.figures import _plt, _steps_axis
+
+    fig, ax = _plt().subplots()
+    ax.plot([0], [1.0])
+    _steps_axis(ax, [0])
+    assert list(ax.get_xticks()) == [0] and ax.get_xlim() == (-0.5, 0.5)
+    _plt().close(fig)
+
+
+def test_a_constant_group_beta_of_an_older_run_is_not_shown(toy_run, tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.yaml").write_text((toy_run / "config.yaml").read_text())
+    lines = []
+    for line in (toy_run / "events.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if e["type"] == "step":
+            for g in e["group_stats"]:
+                g["constant"], g["beta"] = True, 2.0**20  # as older runs wrote a constant group
+        lines.append(json.dumps(e))
+    (run / "events.jsonl").write_text("\n".join(lines) + "\n")
+    assert all(s.betas == [] for s in read_run(run).steps)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from browser import Page, chromium
 
-from discover_ttt.report import write_report
+from discover_ttt.report import read_run, write_report
+from discover_ttt.report.html import num
 
 BINARY = chromium()
 pytestmark = [
@@ -51,12 +52,30 @@ def test_report_opens_in_chromium_without_console_errors(erdos_run, tmp_path):
         shot = Path(os.environ.get("DISCOVER_REPORT_SCREENSHOT", tmp_path / "report.png"))
         page.screenshot(shot)
         height = page.send("Page.getLayoutMetrics")["cssContentSize"]["height"]
-        images = page.send(
-            "Runtime.evaluate",
-            {"expression": "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length"},
-        )["result"]["value"]
+        images = evaluate(page, "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+        seed_row = evaluate(page, SEED_ROW)
+        baseline = evaluate(page, "atob(document.querySelector('#best-score img').src.split(',')[1])")
+        steps_fit = evaluate(
+            page, "(t => t.scrollWidth <= t.parentElement.clientWidth)(document.querySelector('#steps'))"
+        )
     finally:
         page.close()
     assert errors == []
     assert shot.stat().st_size > 10_000 and height > 2000
     assert images >= 6  # five charts and the construction's picture all decoded
+    # where the run started: the seed's score in the lineage table, the best seed on the best-score curve
+    run = read_run(erdos_run)
+    seed = run.lineage()[0]
+    assert seed_row == [seed.id, "seed", num(run.seeds[seed.id].score)] and seed_row[2] != "–"
+    assert f"best seed: {run.seed_baseline:.6g}" in baseline
+    assert steps_fit  # the steps table is not cut off at the page's edge
+
+
+# the first row of the lineage table (the seed the best state descends from): id, step, score
+SEED_ROW = (
+    "[...document.querySelector('#lineage-table tr[id^=\"lineage-\"]').cells].slice(0, 3).map(c => c.textContent)"
+)
+
+
+def evaluate(page: Page, expression: str):
+    return page.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"]["value"]

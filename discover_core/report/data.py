@@ -49,7 +49,7 @@ class StepRow:
 
 @dataclass
 class Node:
-    """A valid child state seen in the events (seeds are known only by id)."""
+    """A valid child state seen in the events, or a seed read from the last checkpoint."""
 
     id: str
     parent: str | None
@@ -67,6 +67,8 @@ class RunData:
     best_code: str
     best_construction: Any
     updated: float  # mtime of the newest file read, seconds since the epoch
+    seeds: dict[str, Node] = field(default_factory=dict)  # from the last checkpoint's archive
+    seed_baseline: float | None = None  # the score of the best seed (by value): where the run started
 
     @property
     def problem(self) -> str:
@@ -109,8 +111,10 @@ class RunData:
         while cur is not None and cur not in seen:
             seen.add(cur)
             node = self.nodes.get(cur)
-            if node is None:  # a seed: known only by its id
-                chain.append(Node(cur, None, -1, _num(self.best.get("score")) if not chain else None))
+            if node is None:  # a seed: its score is in the checkpoint's archive
+                seed = self.seeds.get(cur)
+                score = seed.score if seed is not None else (_num(self.best.get("score")) if not chain else None)
+                chain.append(Node(cur, None, -1, score))
                 break
             chain.append(node)
             cur = node.parent
@@ -144,7 +148,12 @@ def read_run(root: str | Path) -> RunData:
                     reward_mean=float(e.get("reward_mean", 0.0)),
                     reward_max=float(e.get("reward_max", 0.0)),
                     failures={str(k): int(v) for k, v in (e.get("failures") or {}).items()},
-                    betas=[float(g["beta"]) for g in e.get("group_stats", []) if _num(g.get("beta")) is not None],
+                    # a constant group used no β (older runs wrote the solver's cap, 2^20, for it)
+                    betas=[
+                        float(g["beta"])
+                        for g in e.get("group_stats", [])
+                        if _num(g.get("beta")) is not None and not g.get("constant")
+                    ],
                     groups=int(e.get("groups", 0)),
                     groups_kept=len(e.get("groups_kept", [])),
                     archive_size=int(e.get("archive_size", 0)),
@@ -163,7 +172,26 @@ def read_run(root: str | Path) -> RunData:
         pass  # no best yet (or a run of an older layout): the report says so
     files = [store.root / "config.yaml", store.events_path, best_dir / "score.json"]
     updated = max((f.stat().st_mtime for f in files if f.exists()), default=time.time())
-    return RunData(store.root, config, steps, nodes, best, code or "", construction, updated)
+    seeds, baseline = _seeds(store)
+    return RunData(store.root, config, steps, nodes, best, code or "", construction, updated, seeds, baseline)
+
+
+def _seeds(store: RunStore) -> tuple[dict[str, Node], float | None]:
+    """The seeds in the last checkpoint's archive (states without parents), and the best seed's score.
+
+    Seeds enter no event (no rollout made them), so the archive is where their scores are.
+    """
+    ckpt = store.latest_checkpoint()
+    try:
+        saved = json.loads((ckpt / "sampler.json").read_text()) if ckpt is not None else {}
+    except (OSError, json.JSONDecodeError):
+        return {}, None
+    states = [s for key in ("states", "seeds") for s in saved.get(key) or () if isinstance(s, dict)]
+    seeds = {str(s["id"]): s for s in states if "id" in s and not s.get("parents")}
+    nodes = {i: Node(i, None, -1, _num(s.get("score"))) for i, s in seeds.items()}
+    ranked = [(_num(s.get("value")), nodes[i].score) for i, s in seeds.items() if _num(s.get("value")) is not None]
+    baseline = max(ranked, key=lambda vs: vs[0])[1] if ranked else None
+    return nodes, baseline
 
 
 def find_runs(root: str | Path) -> list[Path]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .data import Node, RunData, StepRow
 
-BEST, STEP, TARGET = "#c0392b", "#7f8c8d", "#27ae60"
+BEST, STEP, TARGET, SEED = "#c0392b", "#7f8c8d", "#27ae60", "#2c3e50"
 KIND_COLORS = ["#2ecc71", "#e67e22", "#9b59b6", "#e74c3c", "#3498db", "#f1c40f", "#1abc9c", "#34495e", "#95a5a6"]
 
 
@@ -25,10 +25,15 @@ def _plt():
     return plt
 
 
-def _steps_axis(ax) -> None:
-    """Steps are whole numbers."""
+def _steps_axis(ax, xs: list[int] | None = None) -> None:
+    """Steps are whole numbers; a run of a step or two gets one tick per step, not fractions around it."""
     from matplotlib.ticker import MaxNLocator
 
+    if xs and max(xs) - min(xs) < 3:
+        ticks = list(range(min(xs), max(xs) + 1))
+        ax.set_xticks(ticks)
+        ax.set_xlim(ticks[0] - 0.5, ticks[-1] + 0.5)
+        return
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -40,9 +45,14 @@ def _svg(fig) -> str:
 
 
 def best_score(
-    steps: list[StepRow], records: dict[str, float], target: float | None, maximize: bool | None
+    steps: list[StepRow],
+    records: dict[str, float],
+    target: float | None,
+    maximize: bool | None,
+    baseline: float | None = None,
 ) -> str | None:
-    """Best score so far (line) and each step's best (dots), with the published records and the target."""
+    """Best score so far (line) and each step's best (dots), with the best seed (where the run started),
+    the published records and the target."""
     if not steps:
         return None
     plt = _plt()
@@ -58,8 +68,10 @@ def best_score(
         ax.axhline(score, color=shades[i % len(shades)], lw=0.9, ls="--", label=f"{who}: {score:.10g}")
     if target is not None:
         ax.axhline(target, color=TARGET, lw=1.2, label=f"target {target:g}")
+    if baseline is not None:
+        ax.axhline(baseline, color=SEED, lw=1.2, ls=":", label=f"best seed: {baseline:.6g}")
     ax.set_xlabel("step")
-    _steps_axis(ax)
+    _steps_axis(ax, xs)
     ax.set_ylabel("score" + ("" if maximize is None else (" (higher is better)" if maximize else " (lower is better)")))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.ticklabel_format(axis="y", useOffset=False)
@@ -81,7 +93,7 @@ def validity(steps: list[StepRow]) -> str | None:
         bottom = [b + v for b, v in zip(bottom, share, strict=True)]
     ax.set_ylim(0, 1)
     ax.set_xlabel("step")
-    _steps_axis(ax)
+    _steps_axis(ax, xs)
     ax.set_ylabel("share of rollouts")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     return _svg(fig)
@@ -115,7 +127,7 @@ def betas(steps: list[StepRow]) -> str | None:
     ax.scatter(*zip(*pts, strict=True), s=14, color="#2980b9", alpha=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    _steps_axis(ax)
+    _steps_axis(ax, [s.step for s in steps])
     ax.set_ylabel("β per group")
     return _svg(fig)
 
@@ -140,7 +152,7 @@ def lineage(run: RunData, chain: list[Node]) -> str | None:
         for n in path:
             ax.annotate(n.id, (n.step, n.score), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("step the state was made")
-    _steps_axis(ax)
+    _steps_axis(ax, [n.step for n in scored])
     ax.set_ylabel("score")
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.legend(loc="best", fontsize=8, frameon=False)

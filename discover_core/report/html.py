@@ -28,6 +28,7 @@ h1 { font-size: 1.5rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-
 figure { margin: .5rem 0; } figure img { max-width: 100%; }
 table { border-collapse: collapse; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 th, td { padding: .2rem .55rem; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
+td.wrap { white-space: normal; min-width: 12rem; } #steps { font-size: 12px; } #steps th { white-space: normal; }
 th { background: #f6f6f6; } td.l, th.l { text-align: left; }
 dl.kv { display: grid; grid-template-columns: max-content auto; gap: .15rem 1rem; }
 dl.kv dt { color: #666; } dl.kv dd { margin: 0; font-variant-numeric: tabular-nums; }
@@ -43,6 +44,11 @@ def _e(x: Any) -> str:
 def num(x: float | None) -> str:
     """How every score appears in the report (tests compare against the events with it)."""
     return "–" if x is None else f"{x:.10g}"
+
+
+def short(x: float | None) -> str:
+    """Rewards, β and changes: four significant digits (a score keeps ten: records differ in the 7th)."""
+    return "–" if x is None else f"{x:.4g}"
 
 
 def _img(svg_or_png: str | bytes | None, alt: str) -> str:
@@ -100,15 +106,15 @@ def _step_table(steps: list[StepRow]) -> str:
             f"{s.valid_rate:.1%}",
             num(s.best_score),
             num(s.step_best_score),
-            num(s.reward_mean),
-            num(s.reward_max),
-            num(min(s.betas)) if s.betas else "–",
-            num(max(s.betas)) if s.betas else "–",
+            short(s.reward_mean),
+            short(s.reward_max),
+            short(min(s.betas)) if s.betas else "–",
+            short(max(s.betas)) if s.betas else "–",
             f"{s.groups_kept}/{s.groups}",
             s.archive_size,
             f"{s.seconds:.1f}",
         ]
-        tds = "".join(f"<td>{_e(c)}</td>" for c in cells) + f'<td class="l">{_e(fails)}</td>'
+        tds = "".join(f"<td>{_e(c)}</td>" for c in cells) + f'<td class="l wrap">{_e(fails)}</td>'
         rows.append(f'<tr id="step-{s.step}">{tds}</tr>')
     return f'<div class="scroll"><table id="steps">{head}{"".join(rows)}</table></div>'
 
@@ -116,9 +122,10 @@ def _step_table(steps: list[StepRow]) -> str:
 def _lineage_table(chain) -> str:
     rows, prev = [], None
     for n in chain:
-        gain = "–" if prev is None or n.score is None or prev is None else num(n.score - prev)
+        gain = "–" if prev is None or n.score is None else short(n.score - prev)
         step = "seed" if n.step < 0 else n.step
-        rows.append(f"<tr><td class=l>{_e(n.id)}</td><td>{_e(step)}</td><td>{num(n.score)}</td><td>{gain}</td></tr>")
+        cells = f"<td class=l>{_e(n.id)}</td><td>{_e(step)}</td><td>{num(n.score)}</td><td>{gain}</td>"
+        rows.append(f'<tr id="lineage-{_e(n.id)}">{cells}</tr>')
         prev = n.score if n.score is not None else prev
     head = "<tr><th class=l>state</th><th>step</th><th>score</th><th>change on parent</th></tr>"
     return f'<table id="lineage-table">{head}{"".join(rows)}</table>'
@@ -168,7 +175,7 @@ def render(run: RunData) -> str:
         (
             "best-score",
             "Best score per step",
-            _img(figures.best_score(run.steps, records, target, maximize), "best score per step"),
+            _img(figures.best_score(run.steps, records, target, maximize, run.seed_baseline), "best score per step"),
         ),
         ("validity", "Valid rate and failure kinds per step", _img(figures.validity(run.steps), "outcomes per step")),
         (
