@@ -67,6 +67,7 @@ class LocalBackend(Backend):
         import torch
 
         from ..lora.budget import budgeted_completions
+        from . import fastdecode
         from .sampling import decode
 
         p = self.params
@@ -87,9 +88,11 @@ class LocalBackend(Backend):
                 meter.add(rollouts=stopped + (exhausted if final else 0), tokens=tokens)
 
             pieces = []
-            with self.trainer.merged_for_sampling(p.merge_for_sampling):
+            with self.trainer.merged_for_sampling(p.merge_for_sampling) as folded:
+                # the compact CPU step reads the base weights, so it needs the adapter folded into them
+                fast = p.fast_decode and folded and fastdecode.unsupported_reason(self.model) is None
                 for k in range(0, len(batch_rows), p.sample_batch_size):
-                    pieces += decode(
+                    pieces += (fastdecode.fast_decode if fast else decode)(
                         self.model,
                         batch_rows[k : k + p.sample_batch_size],
                         budgets[k : k + p.sample_batch_size],

@@ -102,12 +102,55 @@ def decode(
     cache = output_cache(out)
     if U < len(rows):
         cache.batch_select_indices(index_B)
-    B = len(rows)
     budget_B = torch.tensor(list(budgets), device=device)
     reserve(cache, L + int(budget_B.max().item()))
     logits_BV, mask_BL, pos_B1 = out.logits[index_B, -1], mask_UL[index_B], pos_UL[index_B, -1:]
+    B = len(rows)
+
+    def next_logits(tok_B: torch.Tensor, step: int) -> torch.Tensor:
+        nonlocal cache, mask_BL
+        mask_BL = torch.cat([mask_BL, torch.ones((B, 1), dtype=mask_BL.dtype, device=device)], dim=1)
+        out = model(
+            input_ids=tok_B[:, None],
+            attention_mask=mask_BL,
+            position_ids=pos_B1 + step + 1,
+            use_cache=True,
+            **cache_kwargs(model, cache),
+        )
+        cache = output_cache(out)
+        return out.logits[:, -1]
+
+    return sample_loop(
+        logits_BV,
+        next_logits,
+        budget_B,
+        temperature=temperature,
+        top_p=top_p,
+        stop_ids=stop_ids,
+        pad_id=pad_id,
+        generator=generator,
+        on_step=on_step,
+    )
+
+
+def sample_loop(
+    logits_BV: torch.Tensor,
+    next_logits: Callable[[torch.Tensor, int], torch.Tensor],
+    budget_B: torch.Tensor,
+    *,
+    temperature: float,
+    top_p: float,
+    stop_ids: set[int],
+    pad_id: int,
+    generator: torch.Generator,
+    on_step: Callable[[int, int, int], None] | None = None,
+) -> list[Piece]:
+    """Draw a token per row from ``logits_BV``, record it with its log-prob, stop rows that sampled a
+    stop token or used their budget, and ask ``next_logits(tok_B, step)`` for the next step's logits
+    (finished rows are fed ``pad_id``). Shared by every decode loop, so they draw alike."""
+    device = logits_BV.device
     done_B = budget_B <= 0
-    pieces = [Piece() for _ in rows]
+    pieces = [Piece() for _ in range(budget_B.shape[0])]
     stop_T = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     for step in range(int(budget_B.max().item())):
         tok_B, logq_B = sample_tokens(logits_BV, temperature, top_p, generator)
@@ -124,14 +167,5 @@ def decode(
         done_B = done_B | stopped_B | exhausted_B
         if bool(done_B.all()):
             break
-        mask_BL = torch.cat([mask_BL, torch.ones((B, 1), dtype=mask_BL.dtype, device=device)], dim=1)
-        pos_B1 = pos_B1 + 1
-        out = model(
-            input_ids=tok_B[:, None],
-            attention_mask=mask_BL,
-            position_ids=pos_B1,
-            use_cache=True,
-            **cache_kwargs(model, cache),
-        )
-        cache, logits_BV = output_cache(out), out.logits[:, -1]
+        logits_BV = next_logits(tok_B, step)
     return pieces

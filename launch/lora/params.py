@@ -17,6 +17,11 @@ class UpdateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 0
+    train: bool = Field(
+        True,
+        description="False samples the frozen model all run long (no update; the 'no test-time training' "
+        "ablation): same sampler, archive reuse and budget.",
+    )
     lora_rank: int = Field(32, ge=1)
     lr: float = Field(4e-5, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -107,4 +112,10 @@ class LocalParams(TrainerParams, SamplerParams):
     model_config = ConfigDict(extra="forbid")
     merge_for_sampling: bool = Field(
         True, description="Fold the adapter into float32 base weights while sampling (faster; no effect in bf16/fp16)."
+    )
+    fast_decode: bool = Field(
+        True,
+        description="Decode Llama-architecture float32 models on the CPU with the compact step of "
+        "launch/local/fastdecode.py (the same logits to float32 rounding, about 2-3x faster); needs the "
+        "adapter folded. GPUs and other architectures always use transformers' forward.",
     )

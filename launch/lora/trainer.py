@@ -95,6 +95,8 @@ class Trainer:
         sample what the uninterrupted one did. The copies cost the memory of the wrapped
         weights while sampling, so this is done for float32 weights only (the CPU default);
         bfloat16/float16 models on a GPU keep the adapter separate.
+
+        Yields whether the adapter is folded (the base weights then compute the adapted model).
         """
         from peft.tuners.lora import LoraLayer
         from peft.tuners.lora.layer import Linear as LoraLinear
@@ -108,7 +110,7 @@ class Trainer:
             for m in lora
         )
         if not (enabled and lora and foldable):
-            yield
+            yield False
             return
         swapped = []
         try:
@@ -122,7 +124,7 @@ class Trainer:
                     swapped.append((weight, weight.data))
                     weight.data = merged
             with self.model.disable_adapter():
-                yield
+                yield True
         finally:
             for weight, original in swapped:
                 weight.data = original

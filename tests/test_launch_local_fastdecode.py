@@ -1,0 +1,96 @@
+"""The compact CPU decoding step (launch/local/fastdecode.py) computes the model transformers computes:
+the same log-probs to float32 rounding, the same draws, the updated adapter right after an update."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from discover_ttt.backend import TrainItem  # noqa: E402
+from discover_ttt.launch.local import LocalBackend, LocalParams, fastdecode  # noqa: E402
+from discover_ttt.launch.local.sampling import decode  # noqa: E402
+from discover_ttt.launch.lora.tiny import tiny_model_and_tokenizer  # noqa: E402
+
+SETTINGS = dict(temperature=1.0, top_p=1.0, stop_ids={10**6}, pad_id=0)
+# two distinct prompts of different lengths, rollouts of a prompt side by side (as the backend lays them out),
+# then one prompt again after another: every shape of the runs of shared prompts
+ROWS = [[5, 6, 7, 8, 9]] * 3 + [[11, 12, 13]] * 2 + [[5, 6, 7, 8, 9]]
+
+
+def full_forward_logprobs(model, row, tokens):
+    ids = torch.tensor([list(row) + list(tokens)])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    return [float(logp[len(row) - 1 + i, t]) for i, t in enumerate(tokens)]
+
+
+def test_same_logprobs_and_draws_as_the_generic_loop():
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_tokenizer()
+    assert fastdecode.unsupported_reason(model) is None
+    generic = decode(model, ROWS, [16] * 6, generator=torch.Generator().manual_seed(3), **SETTINGS)
+    fast = fastdecode.fast_decode(model, ROWS, [16] * 6, generator=torch.Generator().manual_seed(3), **SETTINGS)
+    assert [p.tokens for p in fast] == [p.tokens for p in generic]
+    for row, piece in zip(ROWS, fast, strict=True):
+        ref = full_forward_logprobs(model, row, piece.tokens)
+        assert max(abs(a - b) for a, b in zip(ref, piece.logprobs, strict=True)) < 1e-5
+
+
+def test_budgets_and_stops_per_row():
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_tokenizer()
+    pieces = fastdecode.fast_decode(model, ROWS[:3], [0, 4, 9], generator=torch.Generator().manual_seed(1), **SETTINGS)
+    assert [len(p.tokens) for p in pieces] == [0, 4, 9]
+    first = pieces[2].tokens[0]
+    again = fastdecode.fast_decode(
+        model, ROWS[:3], [0, 4, 9], generator=torch.Generator().manual_seed(1), **{**SETTINGS, "stop_ids": {first}}
+    )
+    assert again[2].tokens == [first] and again[2].stopped
+
+
+def test_runs_of_shared_prompts():
+    assert fastdecode._runs([0, 0, 0, 1, 1, 0]) == [(0, 3, 0), (3, 5, 1), (5, 6, 0)]
+
+
+def test_other_models_keep_the_generic_loop():
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_tokenizer()
+    assert "float32" in fastdecode.unsupported_reason(model.to(torch.bfloat16))
+    model.config.model_type = "qwen3"
+    assert "Llama" in fastdecode.unsupported_reason(model)
+
+
+def backend(**overrides) -> LocalBackend:
+    torch.manual_seed(0)
+    model, tokenizer = tiny_model_and_tokenizer()
+    params = LocalParams(
+        model="tiny-random", max_new_tokens=12, temperature=1.0, top_p=1.0, lr=1e-2, lora_rank=4, **overrides
+    )
+    return LocalBackend(params, model=model, tokenizer=tokenizer)
+
+
+PROMPTS = [[{"role": "user", "content": "Write a number."}], [{"role": "user", "content": "Another prompt."}]]
+
+
+def ratio_gap(be: LocalBackend, groups) -> float:
+    flat = [c for g in groups for c in g]
+    learner = be.logprobs(flat)
+    return max(abs(a - b) for c, lp in zip(flat, learner, strict=True) for a, b in zip(c.logprobs, lp, strict=True))
+
+
+def test_backend_ratio_is_one_before_and_after_an_update():
+    be = backend()
+    groups = be.sample(PROMPTS, 3)
+    assert ratio_gap(be, groups) < 1e-5  # importance ratio exp(ℓ_learner − ℓ_sampler) = 1 before any update
+    batch = [TrainItem(c, adv) for g in groups for c, adv in zip(g, [1.0, -0.5, -0.5], strict=True)]
+    be.train(batch)
+    # the next sample call folds the updated adapter: the sampler is the learner again
+    assert ratio_gap(be, be.sample(PROMPTS, 3)) < 1e-5
+
+
+def test_backend_same_seed_same_samples_either_path():
+    fast = [c.tokens for g in backend().sample(PROMPTS, 2) for c in g]
+    assert fast == [c.tokens for g in backend().sample(PROMPTS, 2) for c in g]
+    generic = [c.tokens for g in backend(fast_decode=False).sample(PROMPTS, 2) for c in g]
+    assert fast == generic
