@@ -253,6 +253,12 @@ class VllmBackend(Backend):
             # vLLM 0.10 recognises a GGUF model by its file name, and reads the tokenizer from the same file
             kwargs["model"] = str(Path(name) / gguf)
             kwargs["tokenizer"] = p.tokenizer or kwargs["model"]
+            log.warning(
+                "vllm: %s is sampled from its quantised GGUF weights while the learner trains their de-quantised "
+                "copy, so sampler and learner log-probs differ (watch ratio_mean / ratio_max; ratio_cap bounds "
+                "them); the original Hugging Face model avoids this.",
+                gguf,
+            )
         kwargs.update(p.engine_kwargs)
         import torch
 
