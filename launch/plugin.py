@@ -7,6 +7,7 @@ from discover_ttt import hookimpl
 @hookimpl
 def register_backends(register):
     from .local import LocalBackend
+    from .nemo_rl.backend import NemoRLBackend
     from .openai import OpenAIBackend
     from .replay import ReplayBackend
     from .tinker import TinkerBackend
@@ -17,6 +18,7 @@ def register_backends(register):
     register(OpenAIBackend)
     register(VllmBackend)
     register(TinkerBackend)
+    register(NemoRLBackend)
 
 
 @hookimpl

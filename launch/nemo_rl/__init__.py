@@ -16,7 +16,7 @@ Only :mod:`.driver` imports ``nemo_rl``; everything else imports without it.
 """
 
 #: NeMo RL versions whose interfaces the adapter follows (see docs/backends.md).
-SUPPORTED_NEMO_RL = ">=0.3,<0.9"
+SUPPORTED_NEMO_RL = ">=0.3,<0.8"
 INSTALL_HINT = (
     "install NeMo RL on the cluster (https://github.com/NVIDIA/NeMo-RL, versions "
     f"{SUPPORTED_NEMO_RL}) and discover-ttt in the same environment"

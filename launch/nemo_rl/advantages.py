@@ -25,16 +25,12 @@ from typing import Any
 
 from discover_ttt.errors import UserError
 
-from . import INSTALL_HINT
 from .remote import call
+from .versions import UnsupportedNemoRL, refusal  # noqa: F401 - UnsupportedNemoRL: raised here
 
 
 class AdvantageMismatch(UserError):
     """The rewards GRPO holds are not those the environment returned for its last batch."""
-
-
-class UnsupportedNemoRL(UserError):
-    """This NeMo RL has neither advantage hook the adapter knows."""
 
 
 class EnvironmentAdvantages:
@@ -84,7 +80,7 @@ def install(grpo_module: ModuleType, env: Any) -> str:
     if hasattr(grpo_module, "calculate_baseline_and_std_per_prompt"):
         grpo_module.calculate_baseline_and_std_per_prompt = hook.baseline_and_std
         return "calculate_baseline_and_std_per_prompt"
-    raise UnsupportedNemoRL(
+    raise refusal(
         f"{getattr(grpo_module, '__name__', grpo_module)} has neither _create_advantage_estimator nor "
-        f"calculate_baseline_and_std_per_prompt, the two places the adapter sets our advantages; {INSTALL_HINT}."
+        "calculate_baseline_and_std_per_prompt, the two places the adapter sets our advantages"
     )

@@ -57,15 +57,19 @@ class PuctDataset(IterableDataset):
                 yield self.datum(state, next(counter))
 
     def datum(self, state: dict[str, Any], idx: int) -> dict[str, Any]:
+        failed = state.get("prompt_failed")
+        # a state whose prompt hook failed still fills its place in the batch (NeMo RL samples a fixed
+        # number of prompts); the environment scores its rollouts as that failure and nothing trains on them
+        messages = state["messages"] or [{"role": "user", "content": f"(no prompt: {failed})"}]
         text = self.tokenizer.apply_chat_template(
-            state["messages"], tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+            messages, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
         )
         token_ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
         return {
             "message_log": [{"role": "user", "content": text, "token_ids": token_ids}],
             "length": len(token_ids),
             "extra_env_info": {"state_id": state["state_id"], "step": state["step"], "group": state["group"]},
-            "loss_multiplier": 1.0,
+            "loss_multiplier": 0.0 if failed else 1.0,
             "idx": idx,
             "task_name": self.task_name,
         }

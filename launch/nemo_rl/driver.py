@@ -6,7 +6,10 @@
         --discover-config OUTDIR/discover.yaml [hydra-style overrides of the NeMo RL config]
 
 ``discover export nemo-rl CONFIG OUTDIR`` writes both files and a ``run.sh`` that calls
-this. The only module of ours that imports ``nemo_rl``.
+this. The only module of ours that imports ``nemo_rl``. It follows each supported release
+(:mod:`.versions`): ``setup`` returns 10 values up to 0.6 and 13 from 0.7, whose ``setup``
+also takes the typed (pydantic) ``MasterConfig`` rather than a dict; the config is loaded by
+NeMo RL's own loader with its OmegaConf resolvers registered, as its entry scripts do.
 """
 
 from __future__ import annotations
@@ -20,6 +23,55 @@ from . import INSTALL_HINT
 from .advantages import install
 from .dataset import PuctDataset
 from .environment import TASK_NAME, environment_actor
+from .versions import parse, refusal
+
+#: what ``grpo.setup`` returns, by how many values it returns: 10 up to 0.6, 13 from 0.7
+#: (the NeMo-Gym actor third, teacher workers and their aliases last)
+SETUP_RESULTS: dict[int, tuple[str, ...]] = {
+    10: (
+        "policy",
+        "policy_generation",
+        "cluster",
+        "dataloader",
+        "val_dataloader",
+        "loss_fn",
+        "logger",
+        "checkpointer",
+        "grpo_state",
+        "master_config",
+    ),
+    13: (
+        "policy",
+        "policy_generation",
+        "nemo_gym",
+        "cluster",
+        "dataloader",
+        "val_dataloader",
+        "loss_fn",
+        "logger",
+        "checkpointer",
+        "grpo_state",
+        "master_config",
+        "teacher_worker_groups",
+        "alias_to_group_alias",
+    ),
+}
+
+#: ``grpo_train``'s positional parameters, as every supported release declares them
+TRAIN_ARGS = (
+    "policy",
+    "policy_generation",
+    "dataloader",
+    "val_dataloader",
+    "tokenizer",
+    "loss_fn",
+    "task_to_env",
+    "val_task_to_env",
+    "logger",
+    "checkpointer",
+    "grpo_state",
+    "master_config",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -43,23 +95,71 @@ def chat_template_kwargs(discover_config: str) -> dict[str, Any]:
     return dict(backend.get("chat_template_kwargs") or {})
 
 
+def register_resolvers() -> None:
+    """The OmegaConf resolvers NeMo RL's configs use (``${mul:a,b}`` …), registered as its own
+    entry scripts do: ``nemo_rl.utils.config.register_omegaconf_resolvers`` from 0.6, before
+    that ``mul`` alone, registered by ``examples/run_grpo_math.py`` itself."""
+    from omegaconf import OmegaConf
+
+    try:
+        from nemo_rl.utils.config import register_omegaconf_resolvers
+    except ImportError:
+        if not OmegaConf.has_resolver("mul"):
+            OmegaConf.register_new_resolver("mul", lambda a, b: a * b)
+        return
+    register_omegaconf_resolvers()
+
+
+def load_master_config(path: str, overrides: list[str]) -> dict[str, Any]:
+    """NeMo RL's own loader (``defaults:`` inheritance, Hydra-style overrides), resolved to a plain dict."""
+    from nemo_rl.utils.config import load_config, parse_hydra_overrides
+    from omegaconf import OmegaConf
+
+    register_resolvers()
+    config = load_config(path)
+    if overrides:
+        config = parse_hydra_overrides(config, overrides)
+    return OmegaConf.to_container(config, resolve=True)
+
+
+def typed(master_config_cls: Any, config: dict[str, Any]) -> Any:
+    """The config as ``setup`` takes it: the pydantic ``MasterConfig`` from 0.7, the dict (a TypedDict) before."""
+    if hasattr(master_config_cls, "model_validate"):
+        return master_config_cls(**config)
+    return config
+
+
+def setup_results(values: tuple) -> dict[str, Any]:
+    names = SETUP_RESULTS.get(len(values))
+    if names is None:
+        raise refusal(
+            f"this NeMo RL's grpo.setup returned {len(values)} values; the adapter knows setups that return "
+            + " or ".join(str(n) for n in SETUP_RESULTS)
+        )
+    return dict(zip(names, values, strict=True))
+
+
+def check_release(version: str) -> None:
+    """Refuse a NeMo RL outside the supported range (its ``__version__``)."""
+    try:
+        parse(version)
+    except UserError as e:
+        raise refusal(f"the installed NeMo RL is {version}") from e
+
+
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
     try:
+        import nemo_rl
         from nemo_rl.algorithms import grpo
         from nemo_rl.algorithms.utils import get_tokenizer
         from nemo_rl.distributed.virtual_cluster import init_ray
         from nemo_rl.models.generation import configure_generation_config
-        from nemo_rl.utils.config import load_config, parse_hydra_overrides
-        from omegaconf import OmegaConf
     except ImportError as e:
         raise MissingExtra("the NeMo RL driver", "NeMo RL (nemo_rl)", None, e, install=INSTALL_HINT) from None
+    check_release(getattr(nemo_rl, "__version__", "unknown"))
 
-    config = load_config(args.config)
-    if overrides:
-        config = parse_hydra_overrides(config, overrides)
-    config = OmegaConf.to_container(config, resolve=True)
-
+    config = load_master_config(args.config, overrides)
     discover_config = args.discover_config or config.get("env", {}).get(TASK_NAME, {}).get("discover_config")
     if not discover_config:
         raise UserError("no discover config: pass --discover-config or set env.discover.discover_config.")
@@ -78,32 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         steps=config["grpo"]["max_num_steps"],
         chat_template_kwargs=chat_template_kwargs(discover_config),
     )
-    (
-        policy,
-        policy_generation,
-        _cluster,
-        dataloader,
-        val_dataloader,
-        loss_fn,
-        logger,
-        checkpointer,
-        grpo_state,
-        master_config,
-    ) = grpo.setup(config, tokenizer, dataset, None)
-    grpo.grpo_train(
-        policy,
-        policy_generation,
-        dataloader,
-        val_dataloader,
-        tokenizer,
-        loss_fn,
-        {TASK_NAME: env},
-        None,
-        logger,
-        checkpointer,
-        grpo_state,
-        master_config,
-    )
+    made = setup_results(tuple(grpo.setup(typed(grpo.MasterConfig, config), tokenizer, dataset, None)))
+    given = {**made, "tokenizer": tokenizer, "task_to_env": {TASK_NAME: env}, "val_task_to_env": None}
+    grpo.grpo_train(*(given[name] for name in TRAIN_ARGS))
 
 
 if __name__ == "__main__":
