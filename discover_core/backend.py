@@ -164,6 +164,10 @@ class Backend:
 
     def __init__(self, params: Any = None) -> None:
         self.params = params
+        if getattr(params, "train", True) is False:
+            # ``train: false``, the no-test-time-training ablation: the run samples the frozen
+            # model with the same sampler, reuse and budget, and ``train`` is never called
+            self.can_train = False  # type: ignore[misc]
 
     # -- sampling progress (see the module docstring) ------------------------------------
     _progress: ProgressCallback | None = None
