@@ -264,7 +264,7 @@ class VllmBackend(Backend):
 
         if str(p.device).startswith("cuda") and torch.cuda.is_available():
             free, total = torch.cuda.mem_get_info()
-            check_gpu_memory(p.gpu_memory_utilization, free, total)
+            check_gpu_memory(kwargs["gpu_memory_utilization"], free, total)  # engine_kwargs may set it
         return self.api.LLM(**kwargs)
 
     # -- sampling ---------------------------------------------------------------------
