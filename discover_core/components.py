@@ -7,7 +7,8 @@ Three shapes are supported, so plugin authors write plain Python:
 * any other class: its ``__init__`` keyword arguments are the params
   (``PUCT(c=1.0, max_states=1000)``);
 * a function: its arguments after the first are the params, bound with
-  ``functools.partial`` (estimators: ``grpo(rewards, normalize_std=True)``).
+  ``functools.partial`` (estimators: ``grpo(rewards, normalize_std=True)``;
+  the run binds its estimator as an ``estimator.BoundEstimator``, see ``build_estimator``).
 
 Either way the section is validated by a pydantic model with unknown keys
 forbidden, so a typo is an error that names the key.
@@ -22,9 +23,7 @@ from typing import Any
 
 import pydantic
 
-#: Arguments the loop supplies at call time, never read from a config: an
-#: estimator may ask for the group's raw ``scores`` or ``correct`` flags.
-RUNTIME_ARGS = frozenset({"scores", "correct"})
+from .estimator import RUNTIME_ARGS, BoundEstimator, EstimatorStats
 
 
 def params_model(obj: Any) -> type[pydantic.BaseModel]:
@@ -59,6 +58,14 @@ def instantiate(obj: Any, params: pydantic.BaseModel) -> Any:
     bound = functools.partial(obj, **values)
     functools.update_wrapper(bound, obj)
     return bound
+
+
+def build_estimator(obj: Any, params: pydantic.BaseModel, stats: EstimatorStats | None = None) -> BoundEstimator:
+    """A registered estimator (a function, or a class whose instances are called) with its validated params."""
+    values = {k: getattr(params, k) for k in type(params).model_fields}
+    if inspect.isclass(obj):
+        return BoundEstimator(obj(**values), {}, stats)
+    return BoundEstimator(obj, values, stats)
 
 
 def build(obj: Any, section: dict[str, Any]) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .backend import Backend
-from .components import instantiate
+from .components import build_estimator, instantiate
 from .config import LoadedConfig, config_changes, load_config
 from .errors import UserError
 from .guard import HookGuard
@@ -82,8 +82,7 @@ class Discovery:
             problem=self.problem,
             hooks=hooks,
             sampler=self.sampler,
-            estimator=self._build("estimator"),
-            estimator_stats=est_entry.extra.get("stats"),
+            estimator=build_estimator(est_entry.obj, self.loaded.params["estimator"], est_entry.extra.get("stats")),
             run=self.cfg.run,
             reporter=self.reporter,
             record_events=self.store.append_events,

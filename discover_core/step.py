@@ -39,7 +39,6 @@ The API other drivers build on (``discover prompt``, the NeMo RL environment):
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ import numpy as np
 
 from .backend import Completion, TrainItem
 from .config import RunConfig
+from .estimator import BoundEstimator
 from .guard import (
     BadReturn,
     HookGuard,
@@ -164,18 +164,15 @@ class Step:
         problem: Problem,
         hooks: HookGuard,
         sampler: Any,
-        estimator: Callable[..., Any],
+        estimator: BoundEstimator,
         run: RunConfig,
         reporter: Reporter,
         record_events: Callable[[list[dict[str, Any]]], None],
-        estimator_stats: Callable[..., dict[str, Any]] | None = None,
         init_from: Path | None = None,
     ) -> None:
         self.problem, self.hooks, self.sampler, self.run = problem, hooks, sampler, run
         self.reporter, self.record_events, self.init_from = reporter, record_events, init_from
-        self.estimator, self.estimator_stats = estimator, estimator_stats
-        est_sig = inspect.signature(estimator).parameters
-        self._est_runtime = {name for name in ("scores", "correct") if name in est_sig}
+        self.estimator = estimator
         self.sandbox: Any = None
         self.rng = np.random.default_rng(run.seed)
         self.made = 0  # fresh initial states created so far (for their ids)
@@ -428,18 +425,13 @@ class Step:
             members = [r for r in rollouts if r.group == g]
             rewards_G = np.array([r.reward for r in members], dtype=np.float64)
             constant = len(rewards_G) == 0 or bool(np.all(rewards_G == rewards_G[0]))
-            extra = {}
-            if "correct" in self._est_runtime:
-                extra["correct"] = np.array([r.valid for r in members])
-            if "scores" in self._est_runtime:
-                extra["scores"] = np.array([r.child.score if r.valid else np.nan for r in members], dtype=np.float64)
-            advantages_G = np.asarray(self.estimator(rewards_G, **extra), dtype=np.float64)
+            correct_G = np.array([r.valid for r in members], dtype=bool)
+            scores_G = np.array([r.child.score if r.valid else np.nan for r in members], dtype=np.float64)
+            advantages_G = self.estimator.advantages(rewards_G, scores_G=scores_G, correct_G=correct_G)
             for r, a in zip(members, advantages_G, strict=True):
                 r.advantage = float(a)
             entry: dict[str, Any] = {"group": g, "state": members[0].parent.id if members else None}
-            if self.estimator_stats is not None and len(rewards_G):
-                params = dict(getattr(self.estimator, "keywords", {}) or {})
-                entry.update(self.estimator_stats(rewards_G, **params))
+            entry.update(self.estimator.group_stats(rewards_G))
             entry["constant"] = constant
             stats.append(entry)
             if not (constant and self.run.drop_constant_groups):

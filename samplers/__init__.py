@@ -12,7 +12,8 @@ Imports nothing heavier than numpy. See docs/library.md.
 
 from discover_ttt.state import State
 
-from .archive import Sampler, dedup_key
+from .archive import dedup_key
+from .base import Sampler
 from .puct import PUCT
 from .simple import Greedy, NoReuse
 

@@ -1,35 +1,14 @@
-"""Archive rules shared by the samplers: values, lineage, deduplication keys."""
+"""Archive rules shared by the samplers: values, lineage, deduplication keys (the interface: ``base.py``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 
 from discover_ttt.state import State
-
-
-@runtime_checkable
-class Sampler(Protocol):
-    """What the discovery loop needs from a state sampler.
-
-    ``accept`` (State -> bool, or None to accept everything) is the problem's
-    archive filter; ``make_states`` (k -> list of fresh initial states, or None)
-    is used by samplers that start from scratch.
-    """
-
-    accept: Callable[[State], bool] | None
-    make_states: Callable[[int], list[State]] | None
-
-    def seed(self, states: Iterable[State]) -> None: ...
-    def select(self, k: int) -> list[State]: ...
-    def record(self, parent: State, child: State | None) -> None: ...
-    def end_step(self) -> None: ...
-    def best(self) -> State | None: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, d: dict[str, Any]) -> None: ...
 
 
 def checked_value(state: State) -> float | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from discover_ttt.backend import Completion, split_final_answer
+from discover_ttt.backend import Completion
+from discover_ttt.final_answer import split_final_answer
 
 OUT_OF_THINKING = "... okay, I am out of thinking tokens. I need to send my final message now."
 #: (text forced after a truncated thinking phase, marker showing the answer had already begun)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from discover_ttt.backend import Completion, split_final_answer
+from discover_ttt.backend import Completion
+from discover_ttt.final_answer import split_final_answer
 from discover_ttt.loop import run_config
 from discover_ttt.progress import Reporter
 
