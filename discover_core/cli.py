@@ -98,6 +98,9 @@ def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> N
         construction = read_construction(prob, file)
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"{file} does not hold a {problem} construction: {e}") from None
+    too_large = getattr(prob, "size_limit", lambda c: None)(construction)
+    if too_large:
+        click.echo(f"Warning: {file} is larger than a run takes ({too_large}); verified anyway.", err=True)
     v = _hook(problem, "verify", prob.verify, construction)
     if as_json:
         click.echo(

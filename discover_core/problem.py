@@ -149,6 +149,14 @@ class Problem:
         """Whether a valid child may enter the archive (length limits and the like)."""
         return True
 
+    def size_limit(self, construction: Any) -> str | None:
+        """Why ``construction`` is larger than this problem takes, naming the limit and its parameter; else None.
+
+        A warm start (``problem.init_from``) over the limit is refused and ``discover verify`` warns:
+        programs handed such a parent would spend their whole budget on its size. The base takes any size.
+        """
+        return None
+
     def seed_code(self) -> str:
         """The last code of a seed made from a saved construction (``problem.init_from``): a starter program, or ""."""
         return ""

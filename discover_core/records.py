@@ -56,6 +56,12 @@ def warm_start_states(problem: Any, file: str | Path, k: int) -> list[State]:
         construction = read_construction(problem, file)
     except ConfigError as e:
         raise ConfigError(f"problem.init_from: {e}") from None
+    too_large = problem.size_limit(construction) if hasattr(problem, "size_limit") else None
+    if too_large:
+        raise ConfigError(
+            f"{where} holds a construction too large for a warm start: {too_large}. Every program of the run "
+            "would be handed it; start from a smaller construction or raise that limit."
+        )
     try:
         check = problem.verify(construction)
     except NotImplementedError:

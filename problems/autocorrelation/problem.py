@@ -124,6 +124,12 @@ class AutocorrelationProblem(Problem):
         c = state.construction
         return c is not None and self.params.min_archive_len <= len(c) <= self.params.max_archive_len
 
+    def size_limit(self, construction: Any) -> str | None:
+        limit = self.params.max_archive_len
+        if isinstance(construction, (list, tuple)) and len(construction) > limit:
+            return f"{len(construction)} heights, more than the {limit} of problem.max_archive_len"
+        return None
+
     # -- model I/O --------------------------------------------------------------
     def prompt(self, state: State) -> list[dict[str, str]]:
         limits = self.program_limits()
@@ -228,15 +234,24 @@ class AutocorrelationProblem(Problem):
         a = check_sequence(construction) if check.valid else np.asarray(construction, dtype=np.float64)
         n = a.size
         c = np.fft.irfft(np.fft.rfft(a, 2 * n) ** 2, 2 * n)[: 2 * n - 1] if n else a
+        from discover_ttt.plotting import drawn_as, envelope
+
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), dpi=150)
-        # a line through the piece centres: stairs of 10^4+ pieces render too faint to see
-        x = -0.25 + (np.arange(n) + 0.5) / (2 * max(n, 1))
-        top.fill_between(x, a, step="mid", alpha=0.35, color="tab:blue", linewidth=0)
-        top.plot(x, a, drawstyle="steps-mid", color="tab:blue", linewidth=0.5)
+        # a line through the block centres (long constructions drawn in blocks, with their min-max band)
+        mean_M, lo_M, hi_M, bounds = envelope(a)
+        x = -0.25 + (bounds[:-1] + bounds[1:]) / (4 * max(n, 1))
+        top.fill_between(x, mean_M, step="mid", alpha=0.35, color="tab:blue", linewidth=0)
+        if mean_M.size < n:
+            top.fill_between(x, lo_M, hi_M, step="mid", alpha=0.25, color="tab:blue", linewidth=0)
+        top.plot(x, mean_M, drawstyle="steps-mid", color="tab:blue", linewidth=0.5)
         top.set(xlim=(-0.25, 0.25), xlabel="x", ylabel="f(x)")
-        bottom.plot(np.linspace(-0.5, 0.5, c.size + 2)[1:-1], c, color="tab:red", linewidth=0.8)
+        cmean, clo, chi, cb = envelope(c)
+        t = -0.5 + (cb[:-1] + cb[1:]) / (2 * (c.size + 1)) + 0.5 / (c.size + 1)
+        if cmean.size < c.size:
+            bottom.fill_between(t, clo, chi, alpha=0.25, color="tab:red", linewidth=0)
+        bottom.plot(t, cmean, color="tab:red", linewidth=0.8)
         bottom.set(xlim=(-0.5, 0.5), xlabel="t", ylabel="(f∗f)(t), unnormalised")
-        title = f"{self.name}, n = {n}: " + (
+        title = f"{self.name}, n = {n}{drawn_as(n)}: " + (
             f"{self.symbol} {check.score:.10f}" if check.valid else f"invalid ({check.reason[:60]})"
         )
         top.set_title(title, fontsize=10)

@@ -98,6 +98,12 @@ class ErdosProblem(Problem):
     def keep_in_archive(self, state: State) -> bool:
         return state.construction is not None and len(state.construction) <= self.params.max_archive_points
 
+    def size_limit(self, construction: Any) -> str | None:
+        limit = self.params.max_archive_points
+        if isinstance(construction, (list, tuple)) and len(construction) > limit:
+            return f"{len(construction)} points, more than the {limit} of problem.max_archive_points"
+        return None
+
     # -- model I/O --------------------------------------------------------------
     def prompt(self, state: State) -> list[dict[str, str]]:
         p, limits = self.params, self.program_limits()
@@ -194,15 +200,20 @@ class ErdosProblem(Problem):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        from discover_ttt.plotting import drawn_as, envelope
+
         check = self.verify(construction)
         h_N = check_h(construction) if check.valid else np.asarray(construction, dtype=np.float64)
         n = h_N.size
-        edges = np.linspace(0.0, 2.0, n + 1)
+        mean_M, lo_M, hi_M, bounds = envelope(h_N)  # a long construction is drawn in blocks
+        edges = 2.0 * bounds / max(n, 1)
         fig, ax = plt.subplots(figsize=(8, 3.2), dpi=150)
-        ax.stairs(h_N, edges, fill=True, alpha=0.35, color="tab:blue")
-        ax.stairs(h_N, edges, color="tab:blue", linewidth=1.0)
+        ax.stairs(mean_M, edges, fill=True, alpha=0.35, color="tab:blue")
+        if mean_M.size < n:
+            ax.stairs(hi_M, edges, baseline=lo_M, fill=True, alpha=0.25, color="tab:blue", linewidth=0)
+        ax.stairs(mean_M, edges, color="tab:blue", linewidth=1.0)
         ax.set(xlim=(0, 2), ylim=(0, 1.05), xlabel="x", ylabel="h(x)")
-        title = f"Erdős minimum overlap, n = {n}: " + (
+        title = f"Erdős minimum overlap, n = {n}{drawn_as(n)}: " + (
             f"C5 ≤ {check.score:.10f}" if check.valid else f"invalid ({check.reason[:60]})"
         )
         ax.set_title(title, fontsize=10)
