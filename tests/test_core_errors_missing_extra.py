@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import TOY
 
-from discover_ttt.errors import MissingExtra, UserError, missing_extra_message
+from discover_ttt.errors import MissingExtra, UserError
 from discover_ttt.install import install_command
 
 BACKENDS = {"vllm": ("the 'vllm' backend", "vLLM"), "tinker": ("the 'tinker' backend", "the Tinker SDK")}
@@ -24,7 +24,7 @@ def test_the_message_names_the_extra_and_its_command():
         f"Install the 'vllm' extra: {install_command('vllm')}; or use 'local'."
     )
     # a package no extra of ours installs gets its own instruction
-    text = missing_extra_message("the NeMo RL driver", "NeMo RL", None, install="install NeMo RL on the cluster")
+    text = str(MissingExtra("the NeMo RL driver", "NeMo RL", None, install="install NeMo RL on the cluster"))
     assert text.endswith("which does not import here. Install NeMo RL on the cluster.")
 
 

@@ -27,11 +27,11 @@ def test_from_a_wheel_the_command_says_where_to_run_it(monkeypatch):
 
 
 def test_messages_give_the_checkout_form():
-    from discover_ttt.errors import MissingExtra, missing_extra_message
+    from discover_ttt.errors import MissingExtra
     from discover_ttt.trackers import _require
 
-    # every missing extra (vLLM, Tinker, Ray, trackers) is worded by missing_extra_message
-    assert install_command("tinker") in missing_extra_message("the 'tinker' backend", "the Tinker SDK", "tinker")
+    # every missing extra (vLLM, Tinker, Ray, trackers) is worded by MissingExtra
+    assert install_command("tinker") in str(MissingExtra("the 'tinker' backend", "the Tinker SDK", "tinker"))
     with pytest.raises(MissingExtra, match=re.escape(install_command("nonexistent_extra"))):
         _require("discover_no_such_module", "nonexistent_extra")
 
