@@ -3,7 +3,8 @@
     from discover_ttt.estimators import entropic_adaptive
     advantages_G = entropic_adaptive(rewards_G)   # float64, same shape
 
-Imports nothing heavier than numpy. See docs/library.md.
+Imports nothing heavier than numpy. See docs/library.md; the contract an estimator meets
+(and how it asks for the group's ``scores`` or ``correct`` flags) is ``discover_core/estimator.py``.
 """
 
 from .baselines import grpo, grpo_nsr, mean_baseline
