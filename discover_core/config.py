@@ -415,12 +415,16 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(unsafe, safe) dotted keys whose values differ between a saved resolved config and a new one.
 
-    A key the saved config lacks (added by a newer version, with its default) is safe.
+    A key the saved config lacks (added by a newer version, with its default) is safe. A saved
+    ``sandbox.timeout_s``/``cpus`` the new one leaves out is now the problem's to state: its own
+    keys are compared, and a saved value that contradicted them failed to load already.
     """
     old_flat, new_flat = _flatten(saved), _flatten(new)
     unsafe, safe = [], []
     for key in sorted(set(old_flat) | set(new_flat)):
         if key not in old_flat or old_flat.get(key) == new_flat.get(key):
+            continue
+        if key in {f"sandbox.{k}" for k in LIMIT_KEYS} and key not in new_flat:
             continue
         is_safe = any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE_ON_RESUME)
         (safe if is_safe else unsafe).append(key)

@@ -162,3 +162,20 @@ def test_shipped_configs_state_a_programs_limits_once(path, caplog):
     sandbox = yaml.safe_load(path.read_text()).get("sandbox") or {}
     assert "timeout_s" not in sandbox and "cpus" not in sandbox
     assert not [r for r in caplog.records if "repeat" in r.getMessage()]
+
+
+def test_a_run_saved_with_the_old_two_key_form_resumes(tmp_path):
+    """A run directory's config.yaml from before (sandbox.timeout_s 1005 beside budget_s 1000) is no change."""
+    from discover_ttt.config import config_changes
+
+    saved = config(tmp_path, {"name": "erdos", "budget_s": 1000, "cpus": 2}).resolved()
+    saved["sandbox"].update(timeout_s=1005, cpus=2)  # what the run directory holds
+    loaded = load_config(tmp_path, raw=saved)
+    assert config_changes(saved, loaded.resolved()) == ([], [])
+    # a changed budget is still a change
+    edited = {
+        **saved,
+        "problem": {**saved["problem"], "budget_s": 900},
+        "sandbox": {**saved["sandbox"], "timeout_s": 905},
+    }
+    assert config_changes(saved, load_config(tmp_path, raw=edited).resolved())[0] == ["problem.budget_s"]
