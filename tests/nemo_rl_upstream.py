@@ -31,9 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 STAND_INS = ("decord",)
 
 
-def upstream_dir() -> Path | None:
+def upstream_candidate() -> Path:
+    """The folder the archives are looked for in: ``$DISCOVER_UPSTREAM``, else ``../shared/upstream``."""
     named = os.environ.get("DISCOVER_UPSTREAM")
-    folder = Path(named) if named else ROOT.parent / "shared" / "upstream"
+    return Path(named) if named else ROOT.parent / "shared" / "upstream"
+
+
+def upstream_dir() -> Path | None:
+    folder = upstream_candidate()
     return folder if (folder / "nemo-rl").is_dir() else None
 
 
@@ -254,7 +259,7 @@ def _literal_mismatch(fields: dict, value: dict) -> bool:
 # -- what grpo.setup / grpo_train read ---------------------------------------------------------------
 
 
-def _function(root: Path, module: str, name: str) -> ast.FunctionDef:
+def function(root: Path, module: str, name: str) -> ast.FunctionDef:
     path = _module_file(root, module)
     assert path is not None, f"{module} not in {root}"
     for node in ast.parse(path.read_text()).body:
@@ -313,7 +318,7 @@ def _unconditional(node: ast.AST):
 
 def keys_read_without_default(root: Path, module: str, name: str, config_arg: str = "master_config") -> set[str]:
     """Dotted config keys the function always reads by subscript (a ``KeyError`` where absent)."""
-    fn = _function(root, module, name)
+    fn = function(root, module, name)
     body = [n for stmt in fn.body for n in _unconditional(stmt)]
     aliases: dict[str, tuple[str, ...]] = {config_arg: ()}
     for _ in range(4):  # aliases of aliases
@@ -334,21 +339,21 @@ def keys_read_without_default(root: Path, module: str, name: str, config_arg: st
 
 def setup_arity(root: Path) -> int:
     """How many values ``nemo_rl.algorithms.grpo.setup`` returns (its own last ``return`` of a tuple)."""
-    fn = _function(root, "nemo_rl.algorithms.grpo", "setup")
+    fn = function(root, "nemo_rl.algorithms.grpo", "setup")
     returns = [
-        n for stmt in fn.body for n in _own_nodes(stmt) if isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple)
+        n for stmt in fn.body for n in own_nodes(stmt) if isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple)
     ]
     assert returns, "setup returns no tuple"
     return len(returns[-1].value.elts)
 
 
-def _own_nodes(node: ast.AST):
+def own_nodes(node: ast.AST):
     """Every node of a function's body outside nested functions and classes."""
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
         return
     yield node
     for child in ast.iter_child_nodes(node):
-        yield from _own_nodes(child)
+        yield from own_nodes(child)
 
 
 def environment_return_fields(root: Path) -> list[str]:

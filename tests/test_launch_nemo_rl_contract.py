@@ -38,11 +38,11 @@ pytestmark = pytest.mark.contract
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "toy"
 ARCHIVES = up.archives()
-NAMES = list(ARCHIVES) or [
-    pytest.param(
-        "none", marks=pytest.mark.skip(reason="no NeMo RL sources: set DISCOVER_UPSTREAM or add ../shared/upstream")
-    )
-]
+NO_SOURCES = (
+    f"no NeMo RL sources in {up.upstream_candidate()}/nemo-rl: set DISCOVER_UPSTREAM to the folder of the "
+    "release archives (../shared/upstream beside the repository)"
+)
+NAMES = list(ARCHIVES) or [pytest.param("none", marks=pytest.mark.skip(reason=NO_SOURCES))]
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +116,7 @@ def test_environment_answers_with_the_snapshots_own_environment_return(name, sna
 
 def test_the_stand_in_has_exactly_the_newest_fields(snapshots):
     if not snapshots:
-        pytest.skip("no NeMo RL sources: set DISCOVER_UPSTREAM or add ../shared/upstream")
+        pytest.skip(NO_SOURCES)
     newest = list(snapshots)[-1]
     assert list(_EnvironmentReturn._fields) == up.environment_return_fields(snapshots[newest])
     releases = [n for n in snapshots if n.startswith("v")]
@@ -135,6 +135,12 @@ print(json.dumps(config, default=str))
 """
 
 
+def _loader_imports() -> None:
+    """NeMo RL's loader needs omegaconf and hydra-core (the dev extra installs both)."""
+    for module in ("omegaconf", "hydra"):
+        pytest.importorskip(module, reason=f"{module} is not installed: pip install -e '.[dev]'")
+
+
 def _exports(name: str, tmp_path: Path) -> dict[str, Path]:
     """The paper's config exported for this snapshot: LoRA (where the release has it) and full weights."""
     version = export_version(name)
@@ -151,6 +157,7 @@ def _exports(name: str, tmp_path: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_export_satisfies_the_snapshots_schema_and_loader(name, snapshots, tmp_path):
+    _loader_imports()
     root = snapshots[name]
     schema = up.Schema(root)
     read = up.keys_read_without_default(root, "nemo_rl.algorithms.grpo", "setup") | up.keys_read_without_default(
@@ -177,6 +184,7 @@ def up_required(version: str, *, lora: bool) -> list[str]:
 @pytest.mark.parametrize("name", NAMES)
 def test_export_with_the_snapshots_example_as_defaults(name, snapshots, tmp_path):
     """``--defaults`` of the release's own example: its ``${mul:…}`` resolve, our values win, the schema holds."""
+    _loader_imports()
     root = snapshots[name]
     example = root / "examples" / "configs" / "grpo_math_1B.yaml"
     version = export_version(name)
@@ -217,18 +225,18 @@ def test_setup_returns_what_the_driver_unpacks(name, snapshots):
     root = snapshots[name]
     arity = up.setup_arity(root)
     assert arity in driver.SETUP_RESULTS, f"{name}: setup returns {arity} values"
-    fn = up._function(root, "nemo_rl.algorithms.grpo", "setup")
+    fn = up.function(root, "nemo_rl.algorithms.grpo", "setup")
     returned = [
         n
         for stmt in fn.body
-        for n in up._own_nodes(stmt)
+        for n in up.own_nodes(stmt)
         if isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple)
     ][-1].value.elts
     for ours, theirs in zip(driver.SETUP_RESULTS[arity], returned, strict=True):
         if ours == "cluster":
             continue  # one cluster, or (train, inference) from 0.7: passed on to nothing
         assert _same(ours, ast.unparse(theirs)), f"{name}: setup's value {ours!r} is {ast.unparse(theirs)!r} there"
-    params = [a.arg for a in up._function(root, "nemo_rl.algorithms.grpo", "grpo_train").args.args]
+    params = [a.arg for a in up.function(root, "nemo_rl.algorithms.grpo", "grpo_train").args.args]
     assert all(_same(o, t) for o, t in zip(driver.TRAIN_ARGS, params, strict=False)), params
     setup_params = [a.arg for a in fn.args.args][:4]
     assert setup_params == ["master_config", "tokenizer", "dataset", "val_dataset"]
