@@ -38,7 +38,6 @@ def config(seed: int, estimator: str, train: bool, output: Path) -> dict:
             "model": "tiny-random",
             "device": "cpu",
             "train": train,
-            "seed": seed,
             "max_new_tokens": 6,
             "sample_batch_size": GROUPS * ROLLOUTS,
             "lora_rank": 4,
