@@ -71,10 +71,10 @@ def resume(run_dir: str, overrides: tuple[str, ...]) -> None:
     resume_run(run_dir, list(overrides))
 
 
-def _problem(name: str, params: tuple[str, ...], file: str):
+def _problem(name: str, params: tuple[str, ...], file: str, command: str):
     from .problem_args import build_problem
 
-    return build_problem(name, params, file)
+    return build_problem(name, params, file, command)
 
 
 _PARAM = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A problem parameter.")
@@ -93,7 +93,7 @@ def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> N
     A file inside a run directory is checked with that run's problem parameters
     (its config.yaml); -p overrides them.
     """
-    prob = _problem(problem, params, file)
+    prob = _problem(problem, params, file, "verify")
     try:
         construction = read_construction(prob, file)
     except (ValueError, TypeError, KeyError) as e:
@@ -123,7 +123,7 @@ def verify(problem: str, file: str, params: tuple[str, ...], as_json: bool) -> N
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="PNG to write (default: FILE with .png).")
 def plot(problem: str, file: str, params: tuple[str, ...], output: str | None) -> None:
     """Draw the construction in FILE as a PNG."""
-    prob = _problem(problem, params, file)
+    prob = _problem(problem, params, file, "plot")
     construction = read_construction(prob, file)
     out = output or str(Path(file).with_suffix(".png"))
     _hook(problem, "plot", prob.plot, construction, out)

@@ -369,6 +369,7 @@ def run_config(
 def resume_run(run_dir: str | Path, overrides: list[str] | None = None, reporter: Reporter | None = None) -> RunSummary:
     """Continue the run in ``run_dir`` with the config it saved (from step 0 if it has no complete checkpoint)."""
     store = RunStore(Path(run_dir))
+    store.require_run()  # a plugin folder holds a config.yaml too
     raw = store.read_config()
     raw.setdefault("run", {})["output"] = str(Path(run_dir).resolve())
     use_import_path(store.import_path())  # a module:Class problem beside the run's config, without PYTHONPATH

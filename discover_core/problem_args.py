@@ -29,7 +29,7 @@ def run_dir_of(file: str | Path) -> Path | None:
     return None
 
 
-def run_problem_section(run_dir: Path, name: str) -> dict[str, Any]:
+def run_problem_section(run_dir: Path, name: str, command: str = "verify") -> dict[str, Any]:
     """The problem parameters saved in ``run_dir/config.yaml`` (without ``name``), checked to be ``name``'s."""
     path = run_dir / "config.yaml"
     try:
@@ -45,12 +45,14 @@ def run_problem_section(run_dir: Path, name: str) -> dict[str, Any]:
     if saved != name:
         raise ConfigError(
             f"the file belongs to the run {run_dir}, which ran the problem {saved!r}, not {name!r}; "
-            f"use: discover verify {saved} ..."
+            f"use: discover {command} {saved} ..."
         )
     return section
 
 
-def build_problem(name: str, params: tuple[str, ...] | list[str], file: str | Path | None = None) -> Any:
+def build_problem(
+    name: str, params: tuple[str, ...] | list[str], file: str | Path | None = None, command: str = "verify"
+) -> Any:
     """The problem ``name`` with the parameters of ``file``'s run (if any) and the ``-p`` overrides."""
     plugins = get_plugins()
     run_dir = run_dir_of(file) if file is not None else None
@@ -66,7 +68,7 @@ def build_problem(name: str, params: tuple[str, ...] | list[str], file: str | Pa
             f"unknown problem {name!r}; installed problems: {', '.join(names) or '(none)'}.{hint}"
             f"{plugins.broken_hint()}"
         ) from None
-    section = run_problem_section(run_dir, name) if run_dir is not None else {}
+    section = run_problem_section(run_dir, name, command) if run_dir is not None else {}
     for p in params:
         if "=" not in p or not p.partition("=")[0].strip():
             raise ConfigError(f"-p expects KEY=VALUE (e.g. -p n=12), got {p!r}.")

@@ -29,6 +29,10 @@ class ScaffoldError(UserError):
     pass
 
 
+#: words YAML reads as null or a boolean rather than as the name (PyYAML follows YAML 1.1)
+YAML_WORDS = frozenset({"null", "none", "true", "false", "yes", "no", "on", "off", "y", "n"})
+
+
 def names_for(raw: str) -> dict[str, str]:
     """``heilbronn-triangles`` → name heilbronn_triangles, module discover_heilbronn_triangles,
     Class HeilbronnTriangles, dist discover-heilbronn-triangles."""
@@ -38,17 +42,26 @@ def names_for(raw: str) -> dict[str, str]:
             f"a problem name has at most {MAX_NAME} characters ({len(name)} given): it names the package, "
             "its folder and its files. Choose a shorter name."
         )
-    if not _NAME.fullmatch(name) or keyword.iskeyword(name):
+    if not _NAME.fullmatch(name):
         raise ScaffoldError(
             f"{raw!r} cannot name a problem: use lower-case letters, digits, '_' or '-', starting with a letter "
             "(e.g. heilbronn or kissing-numbers)."
         )
-    return {
+    names = {
         "name": name,
         "module": f"discover_{name}",
         "Class": "".join(part.capitalize() for part in name.split("_") if part),
         "dist": f"discover-{name.replace('_', '-')}",
     }
+    # The name itself is never a Python identifier (the module is discover_<name>), so a keyword
+    # such as 'class' is fine; but the class name must not be one, and a config must read it as text.
+    if keyword.iskeyword(names["Class"]) or name in YAML_WORDS:
+        raise ScaffoldError(
+            f"{raw!r} cannot name a problem: a config reads `name: {name}` as "
+            f"{'null' if name in ('null', 'none') else 'a boolean'}, not as text, and the class would be "
+            f"named {names['Class']}. Choose another name (e.g. {name}_problem)."
+        )
+    return names
 
 
 def render(text: str, names: dict[str, str]) -> str:

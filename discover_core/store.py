@@ -300,6 +300,16 @@ class RunStore:
             for d in (self.best_dir, self.ckpt_dir):
                 shutil.rmtree(d, ignore_errors=True)
 
+    def require_run(self) -> None:
+        """A RunDirError unless a run was started here (a plugin folder holds a config.yaml too)."""
+        if not self.holds_run():
+            config = self.root / "config.yaml"
+            start = f" To start a run from its config: discover run {config}" if config.is_file() else ""
+            raise RunDirError(
+                f"{self.root} is not a run directory: no run was started in it (it has no {MARKER} marker, "
+                f"events or checkpoints).{start}"
+            )
+
     def read_config(self) -> dict[str, Any]:
         path = self.root / "config.yaml"
         try:

@@ -57,6 +57,8 @@ log = logging.getLogger("discover")
 STATE_FILE = "tinker_state.json"
 #: Error classes of the SDK worth retrying: the request may succeed a moment later.
 TRANSIENT = ("APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError", "TimeoutError")
+#: Error classes that say the request itself was refused: waiting for the service will not help.
+REFUSED = ("AuthenticationError", "PermissionDeniedError", "BadRequestError", "NotFoundError")
 
 #: Every SDK name this module uses, with the keyword arguments it passes. The contract test
 #: checks each against the installed ``tinker`` (``inspect.signature``), so an SDK change
@@ -159,6 +161,7 @@ class TinkerBackend(Backend):
         params = params or TinkerParams()
         super().__init__(params)
         self.failed = False
+        self.started = False  # True once connected: before that no run exists to resume
         self.api = api or _tinker_api()  # first, so a missing SDK is reported before the key
         key = os.environ.get(params.api_key_env)
         if not key:
@@ -167,7 +170,17 @@ class TinkerBackend(Backend):
                 f"not set. Create a key in the Tinker console, then `export {params.api_key_env}=...` (keys never go "
                 "in a config file), or choose another backend."
             )
+        log.info(
+            "tinker: connecting to the service (%s) with the key in %s; without a network the SDK waits for its own "
+            "connection timeout before each of %d attempts",
+            params.base_url or "the default address",
+            params.api_key_env,
+            1 + params.retries,
+        )
         self.service = self._call("connecting", lambda: self.api.ServiceClient(api_key=key, base_url=params.base_url))
+        log.info(
+            "tinker: creating a LoRA training client of %s (rank %d) on the service", params.model, params.lora_rank
+        )
         self.training = self._call(
             f"creating a LoRA training client of {params.model}",
             lambda: _ready(
@@ -194,6 +207,7 @@ class TinkerBackend(Backend):
         self.sample_calls = 0
         self.train_steps = 0
         self.tag = uuid.uuid4().hex[:8]  # names this run's saved states on the service
+        self.started = True
 
     # -- calling the service ------------------------------------------------------------
     def _call(self, what: str, fn, *, retry: bool = True):
@@ -219,10 +233,25 @@ class TinkerBackend(Backend):
                 )
                 self.failed = True
                 raise TinkerServiceError(
-                    f"Tinker failed while {what}{tried}: {type(e).__name__}: {e}.{hint} The run keeps its last "
-                    "checkpoint; `discover resume <run directory>` continues from it once the service answers."
+                    f"Tinker failed while {what}{tried}: {type(e).__name__}: {e}.{hint}{self._then(e)}"
                 ) from e
         raise AssertionError("unreachable")
+
+    def _then(self, e: Exception) -> str:
+        """What to do after a failure: it depends on whether the request was refused and whether the run started."""
+        again = (
+            " Then `discover resume <run directory>` continues from its last checkpoint (or from step 0)."
+            if self.started
+            else " Nothing was started; run the same command again."
+        )
+        if type(e).__name__ in REFUSED:
+            return (
+                f" The service refused the request, so waiting will not help: check the key in "
+                f"{self.params.api_key_env} (a malformed or revoked key is refused) and the model name.{again}"
+            )
+        if not self.started:
+            return " The service did not answer (check the network and base_url)." + again
+        return " The service may answer later." + again
 
     def _wait(self, future):
         return future.result(timeout=self.params.timeout_s)

@@ -40,7 +40,6 @@ def test_a_crashing_initial_states_leaves_nothing_and_the_next_run_takes_the_nam
 
 
 def test_a_missing_sdk_leaves_nothing(tmp_path):
-    pytest.importorskip("pydantic")
     try:
         import tinker  # noqa: F401
 

@@ -29,9 +29,15 @@ def test_names():
         "Class": "HeilbronnTriangles",
         "dist": "discover-heilbronn-triangles",
     }
-    for bad in ("9lives", "a b", "class", "x/y", ""):
-        with pytest.raises(UserError, match="cannot name a problem"):
+    for bad in ("9lives", "a b", "x/y", ""):
+        with pytest.raises(UserError, match="cannot name a problem: use lower-case letters"):
             names_for(bad)
+    # a Python keyword is fine: the module is discover_class and the class Class
+    assert names_for("class")["module"] == "discover_class" and names_for("class")["Class"] == "Class"
+    compile(plan("class")["discover_class.py"], "discover_class.py", "exec")
+    for word in ("none", "True", "yes", "off"):  # YAML would not read them as text; None/True are keywords
+        with pytest.raises(UserError, match=r"a config reads `name: \w+` as (null|a boolean)"):
+            names_for(word)
 
 
 def test_every_file_of_a_complete_package():

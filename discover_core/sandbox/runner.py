@@ -81,6 +81,18 @@ class SandboxResult:
     max_rss_mb: float | None = None
 
 
+def oversubscribed(workers: int, cpus: int, cores: int) -> str:
+    """The warning for a pool that wants more cores than the machine has (said once, at start-up)."""
+    wanted = workers * cpus
+    return (
+        f"sandbox: {workers} workers × {cpus} CPU(s) = {wanted} cores wanted, but this machine gives {cores}: "
+        f"programs share cores, so each runs about {wanted / cores:.1f}× slower in wall time "
+        "(benchmarks/sandbox_oversubscribed.py measured 1.3-1.4× at twice the cores on a busy 2-core machine, "
+        "up to 2× when idle) and one near its time limit may time out. Lower sandbox.workers to "
+        f"{max(1, cores // cpus)} unless the programs mostly wait."
+    )
+
+
 class SandboxError(RuntimeError):
     """The sandbox itself could not run (not the program's fault)."""
 
@@ -396,6 +408,8 @@ class Sandbox:
         }
         cores = sorted(os.sched_getaffinity(0))
         pin = self.workers * self.cpus <= len(cores)  # pin slots to disjoint cores only when they fit
+        if not pin:
+            log.warning("%s", oversubscribed(self.workers, self.cpus, len(cores)))
         self._slots = [
             _Worker(
                 self, cores[i * self.cpus : (i + 1) * self.cpus] if pin else None, self.gpus[i] if self.gpus else None
