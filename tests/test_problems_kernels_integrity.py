@@ -162,6 +162,33 @@ def custom_kernel(data):
     data[3]["late"] = _Late(data, out)  # dropped with the call's data, after the reply is built
     return out
 """,
+    "continued_by_a_helper": """
+# a helper process keeps sending SIGCONT to the candidate, to undo the checker's freeze, while a
+# thread of the candidate finishes the answer after the reply
+_pending = []
+_go = threading.Event()
+_me = os.getpid()
+if os.fork() == 0:
+    os.setsid()
+    while True:
+        try:
+            os.kill(_me, signal.SIGCONT)
+        except OSError:
+            os._exit(0)
+def _worker():
+    while True:
+        _go.wait()
+        _go.clear()
+        time.sleep(0.0005)  # after the reply has gone
+        while _pending:
+            _finish(*_pending.pop())
+threading.Thread(target=_worker, daemon=True).start()
+def custom_kernel(data):
+    out = _note(data)
+    _pending.append((data, out))
+    _go.set()
+    return out
+""",
     "detached_grandchild": """
 import mmap
 _r, _w = os.pipe()

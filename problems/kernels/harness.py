@@ -165,8 +165,12 @@ def _patched(watched):
 
 
 def _modes():
-    """Torch function or dispatch modes left active: they would run the program's code inside the timer's calls."""
-    active = torch._C._len_torch_function_stack() + torch._C._len_torch_dispatch_stack()
+    """Torch function or dispatch modes left active (they would run the program's code inside the timer's
+    calls); torch's own default-device context (``torch.set_default_device``) is allowed."""
+    from torch.utils._device import DeviceContext
+
+    stack = [torch._C._get_function_stack_at(i) for i in range(torch._C._len_torch_function_stack())]
+    active = [m for m in stack if type(m) is not DeviceContext] + list(range(torch._C._len_torch_dispatch_stack()))
     return ["torch's operators (a torch function or dispatch mode is active)"] if active else []
 
 
@@ -184,7 +188,8 @@ class _CudaTimer:
         base = torch._C._CudaEventBase
         self.event, self.record, self.elapsed_ms = torch.cuda.Event, base.record, base.elapsed_time
         # the C functions themselves: replacing torch.cuda.synchronize (or what it calls) changes nothing here
-        self.synchronize, self.stream = torch._C._cuda_synchronize, torch.cuda.current_stream
+        self.synchronize = getattr(torch._C, "_cuda_synchronize", torch.cuda.synchronize)
+        self.stream = torch.cuda.current_stream
 
     def __call__(self, fn, data):
         start, end = self.event(enable_timing=True), self.event(enable_timing=True)
@@ -353,15 +358,17 @@ class _Checker:
     def __init__(self, spec, buf, chan, pid):
         self.spec, self.buf, self.chan, self.pid = spec, buf, chan, pid
         self.device = "cuda" if spec["device"] == "cuda" else "cpu"
-        self.me = os.getpid()
+        self.me, self.frozen = os.getpid(), []
 
     def freeze(self):
-        """SIGSTOP the candidate and everything it started, until every thread of every one is stopped."""
+        """SIGSTOP the candidate and everything it started, until every thread of every one is stopped.
+
+        The processes frozen last time are stopped first (nothing new can appear while they are
+        stopped), then one scan of the tree confirms; a process started meanwhile is stopped too.
+        """
         deadline = time.monotonic() + 5.0
-        while True:
-            running = [p for p in _descendants(self.me) if not _all_stopped(p)]
-            if not running:
-                break
+        running = self.frozen or [self.pid]
+        while running:
             for p in running:
                 try:
                     os.kill(p, signal.SIGSTOP)
@@ -371,13 +378,14 @@ class _Checker:
                 _, status = os.waitpid(self.pid, os.WUNTRACED)
                 if not os.WIFSTOPPED(status):
                     raise _Rejected(f"the kernel's process ended ({_status_text(status)})")
-            if time.monotonic() > deadline:
+            tree = _descendants(self.me)
+            running = [p for p in tree if not _all_stopped(p)]
+            if running and time.monotonic() > deadline:
                 raise _Rejected("the kernel's processes could not be stopped")
-        if not _alive(self.pid):
-            raise _Rejected("the kernel's process ended")
+        self.frozen = tree
 
     def thaw(self):
-        for p in _descendants(self.me):
+        for p in self.frozen:  # the whole tree: nothing can have started while it was stopped
             try:
                 os.kill(p, signal.SIGCONT)
             except ProcessLookupError:
@@ -506,14 +514,6 @@ class _Checker:
                     pass
             except ChildProcessError:
                 break
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
 
 
 def _describe(case):
