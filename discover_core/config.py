@@ -232,6 +232,19 @@ def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None
     return model
 
 
+#: sections whose ``seed``, when the config leaves it out, is ``run.seed``
+SEEDED_BY_RUN = ("backend", "sampler")
+
+
+def _seeded_by_run(params: BaseModel, run_seed: int) -> BaseModel:
+    """A component's ``seed`` left unset follows ``run.seed``: runs with different seeds draw
+    different samples, and runs with the same seed share their noise (common random numbers,
+    what paired ablation runs want). A ``seed`` written in the config wins."""
+    if "seed" in type(params).model_fields and "seed" not in params.model_fields_set:
+        return params.model_copy(update={"seed": run_seed})
+    return params
+
+
 def _resolve_paths(params: BaseModel, base_dir: Path) -> BaseModel:
     """Relative ``Path`` fields resolve against the config file's folder."""
     updates = {}
@@ -306,6 +319,8 @@ def load_config(
             validated = model(**values)
         except pydantic.ValidationError as e:
             raise ConfigError(_format_errors(source, [section], e, model)) from None
+        if section in SEEDED_BY_RUN:
+            validated = _seeded_by_run(validated, config.run.seed)
         params[section] = _resolve_paths(validated, base_dir)
         entries[section] = entry
         if section == "estimator":
