@@ -39,10 +39,10 @@ def steps_done(run_dir):
     return sum('"type":"step"' in line for line in path.read_text().splitlines())
 
 
-def marked_program_running():
+def marked_program_running(mark: str = MARK) -> bool:
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            if comm.read_text().strip() == MARK:
+            if comm.read_text().strip() == mark:
                 return True
         except OSError:
             continue

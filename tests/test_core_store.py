@@ -9,10 +9,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from test_core_loop_resume import marked_program_running
 
 from discover_ttt import store as store_mod
 from discover_ttt.loop import RunInterrupted, resume_run, run_config
@@ -210,25 +212,32 @@ def test_best_is_written_at_the_checkpoint_from_its_record(tmp_path, monkeypatch
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------------------------
-def _slow_replies(path):
-    body = "import time\n\ndef run():\n    time.sleep(30)\n    return [0.3, 0.3, 0.3]\n"
+def _slow_replies(path, mark: str):
+    """Programs that name themselves ``mark`` (so that the test sees them run), then sleep."""
+    body = (
+        "import ctypes, time\n\n"
+        "def run():\n"
+        f"    ctypes.CDLL(None).prctl(15, {mark.encode()!r}, 0, 0, 0)\n"
+        "    time.sleep(30)\n"
+        "    return [0.3, 0.3, 0.3]\n"
+    )
     path.write_text(json.dumps({"text": f"```python\n{body}```"}) + "\n")
 
 
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_stops_the_step_and_says_how_to_resume(tmp_path, discover_bin, toy_env, presses):
     replies = tmp_path / "slow.jsonl"
-    _slow_replies(replies)
+    mark = f"dsc-{uuid.uuid4().hex[:11]}"  # this test's programs (15 bytes), not another's still exiting
+    _slow_replies(replies, mark)
     out = tmp_path / "r"
     cmd = [discover_bin, "run", str(CONFIG), "--set", f"run.output={out}", "--set", f"backend.path={replies}"]
     cmd += ["--set", "run.steps=3", "--set", "sandbox.timeout_s=60"]
     cmd += [x for s in SMALL for x in ("--set", s)]
     proc = subprocess.Popen(cmd, env=toy_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (out / "config.yaml").exists():
+    while not marked_program_running(mark):  # a program of step 0 is sleeping
         assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.1)
-    time.sleep(2.0)  # programs are sleeping inside step 0
+        time.sleep(0.02)
     t0 = time.monotonic()
     for _ in range(presses):
         proc.send_signal(signal.SIGINT)
