@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 TOY = Path(__file__).parent / "toy"
 KEEP = ("type", "step", "group", "index", "parent_id", "child_id", "text", "outcome", "score", "reward", "advantage")
 
@@ -63,6 +65,7 @@ def start(discover_bin, env, out, replies, *extra):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # three runs in subprocesses (~11 s); tests/test_core_loop_training.py kills one in-process
 def test_kill_and_resume(tmp_path, discover_bin, toy_env):
     replies = tmp_path / "replies.jsonl"
     slow_replies(replies)
