@@ -282,7 +282,9 @@ class Step:
 
         valid = [r for r in rollouts if r.valid]
         rewards = np.array([r.reward for r in rollouts]) if rollouts else np.zeros(0)
-        step_best = max((r.child.score for r in valid if r.child.score is not None), key=self._score_key, default=None)
+        step_best = max(
+            (r.child.score for r in valid if r.child and r.child.score is not None), key=self._score_key, default=None
+        )
         self.totals["rollouts"] += len(rollouts)
         self.totals["valid"] += len(valid)
         total_s = time.perf_counter() - plan.started
@@ -317,7 +319,7 @@ class Step:
         self.reporter.evaluating(len(rollouts))
         programs = [failed[r.group] if r.group in failed else self._parse(r.completion) for r in rollouts]
         outcomes: list[Evaluation | Invalid | None] = [None] * len(rollouts)
-        todo = []
+        todo: list[int] = []
         for g, parent in enumerate(parents):
             idx = [i for i, r in enumerate(rollouts) if r.group == g]
             if g in failed:
@@ -354,8 +356,8 @@ class Step:
         stop = self.hooks.stop
         pool = ThreadPoolExecutor(max_workers=max(1, self.sandbox.workers))
         try:
-            for i, o in zip(todo, pool.map(one, todo), strict=True):
-                outcomes[i] = o
+            for i, outcome in zip(todo, pool.map(one, todo), strict=True):
+                outcomes[i] = outcome
         except BaseException:
             stop.set()  # Ctrl-C: the pool threads stop waiting at once
             raise
@@ -426,7 +428,7 @@ class Step:
             rewards_G = np.array([r.reward for r in members], dtype=np.float64)
             constant = len(rewards_G) == 0 or bool(np.all(rewards_G == rewards_G[0]))
             correct_G = np.array([r.valid for r in members], dtype=bool)
-            scores_G = np.array([r.child.score if r.valid else np.nan for r in members], dtype=np.float64)
+            scores_G = np.array([r.child.score if r.child else np.nan for r in members], dtype=np.float64)
             advantages_G = self.estimator.advantages(rewards_G, scores_G=scores_G, correct_G=correct_G)
             for r, a in zip(members, advantages_G, strict=True):
                 r.advantage = float(a)
@@ -444,7 +446,7 @@ class Step:
         return stats, kept
 
     def _event(self, t: int, r: Rollout) -> dict[str, Any]:
-        o = r.outcome
+        failure = r.outcome if isinstance(r.outcome, Invalid) else None  # None for a valid rollout
         return {
             "type": "rollout",
             "step": t,
@@ -455,14 +457,14 @@ class Step:
             "text": r.completion.text,
             "answer": r.completion.answer,
             "finish_reason": r.completion.finish_reason,
-            "outcome": "valid" if r.valid else o.kind,
-            "reason": None if r.valid else o.reason,
+            "outcome": "valid" if failure is None else failure.kind,
+            "reason": None if failure is None else failure.reason,
             "score": r.child.score if r.child else None,
             "reward": r.reward,
             "advantage": r.advantage,
             "archived": bool(r.child and self._archive_ok.get(r.child.id)),
-            "stdout_tail": (o.stdout or "")[-500:],
-            "traceback": None if r.valid else (getattr(o, "traceback", "") or None),  # a hook's last frames
+            "stdout_tail": ((r.outcome.stdout if r.outcome else "") or "")[-500:],
+            "traceback": None if failure is None else (failure.traceback or None),  # a hook's last frames
         }
 
     # -- the best state and the state a checkpoint carries ------------------------------------
@@ -479,16 +481,18 @@ class Step:
         run counts the disagreement (``totals["reverify_disagreed"]``, in the summary). A problem
         without ``verify`` (valid None) keeps the sandbox's word.
         """
-        verified = reverify(self.problem, r.child.construction)
+        child, outcome = r.child, r.outcome
+        assert child is not None and isinstance(outcome, Evaluation)  # called for valid rollouts only
+        verified = reverify(self.problem, child.construction)
         if verified["valid"] is False:
             self.totals["reverify_disagreed"] = self.totals.get("reverify_disagreed", 0) + 1
-            log.warning("rollout %s: the host's re-verification disagreed: %s", r.child.id, verified["reason"])
-            self._archive_ok.pop(r.child.id, None)
+            log.warning("rollout %s: the host's re-verification disagreed: %s", child.id, verified["reason"])
+            self._archive_ok.pop(child.id, None)
             reason = f"the sandbox's evaluation passed but the host's re-verification failed: {verified['reason']}"
-            r.outcome = Invalid("invalid_construction", reason, stdout=r.outcome.stdout)
+            r.outcome = Invalid("invalid_construction", reason, stdout=outcome.stdout)
             r.reward, r.child = 0.0, None
         else:
-            self._verified[r.child.id] = verified
+            self._verified[child.id] = verified
 
     def _maybe_new_best(self, state: State, source: str) -> None:
         if state.value is None or (self.best is not None and state.value <= self.best["value"]):
