@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -36,6 +36,19 @@ from .archive import KeyIndex, check_count, checked_value, dedup_key, link_to_pa
 
 SCALE_FLOOR = 1e-6
 _FIRST_BLOCK = 64  # candidates sorted up front by select(); the rest only if blocking exhausts them
+
+
+class _ScoreTerms(TypedDict):
+    """The PUCT score and its terms for every archived state (arrays by archive position)."""
+
+    slots: np.ndarray
+    score: np.ndarray
+    value: np.ndarray
+    Q: np.ndarray
+    P: np.ndarray
+    bonus: np.ndarray
+    n: np.ndarray
+    scale: float
 
 
 def _descending(values: np.ndarray) -> np.ndarray:
@@ -296,7 +309,7 @@ class PUCT:
         self._n_arch = kept.size
 
     # -- scores and selection ------------------------------------------------------------------
-    def _score_terms(self) -> dict[str, np.ndarray | float]:
+    def _score_terms(self) -> _ScoreTerms:
         self._flush()
         arch = self._arch[: self._n_arch]
         vals = self._val[arch]
@@ -352,13 +365,16 @@ class PUCT:
         terms = self._score_terms()
         score, vals = terms["score"], terms["value"]
         picked: list[int] = []  # positions in the archive
+        picked_states: list[State] = []
         picked_ids: set[str] = set()
         lineage: set[str] = set()  # picked states and their ancestors
         for pos in self._ranked(score, vals):
             state = self._obj[terms["slots"][pos]]
+            assert state is not None  # an archived slot holds its State
             if k > 1 and (state.id in lineage or not picked_ids.isdisjoint(state.parents)):
                 continue  # an ancestor or a descendant of a picked state
             picked.append(pos)
+            picked_states.append(state)
             picked_ids.add(state.id)
             lineage.add(state.id)
             lineage.update(state.parents)
@@ -366,7 +382,7 @@ class PUCT:
                 break
         self.last_selection = [
             {
-                "id": self._obj[terms["slots"][p]].id,
+                "id": state.id,
                 "score": float(score[p]),
                 "value": float(vals[p]),
                 "Q": float(terms["Q"][p]),
@@ -375,9 +391,9 @@ class PUCT:
                 "n": int(terms["n"][p]),
                 "scale": float(terms["scale"]),
             }
-            for p in picked
+            for p, state in zip(picked, picked_states, strict=True)
         ]
-        return [self._obj[terms["slots"][p]] for p in picked]
+        return picked_states
 
     @staticmethod
     def _ranked(score: np.ndarray, vals: np.ndarray):
@@ -405,13 +421,13 @@ class PUCT:
     def visits(self, state_or_id: State | str) -> int:
         """n(s): rollouts started from the state or any of its descendants."""
         self._flush()
-        slot = self._slot.get(getattr(state_or_id, "id", state_or_id))
+        slot = self._slot.get(state_or_id if isinstance(state_or_id, str) else state_or_id.id)
         return 0 if slot is None else int(self._n[slot])
 
     def best_child_value(self, state_or_id: State | str) -> float | None:
         """m(s): the best value among the state's valid children so far, or None."""
         self._flush()
-        slot = self._slot.get(getattr(state_or_id, "id", state_or_id))
+        slot = self._slot.get(state_or_id if isinstance(state_or_id, str) else state_or_id.id)
         return None if slot is None or np.isnan(self._m[slot]) else float(self._m[slot])
 
     # -- persistence -------------------------------------------------------------------------------
