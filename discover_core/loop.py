@@ -28,13 +28,13 @@ from .guard import HookGuard
 from .plugins import Plugins, get_plugins, import_roots, use_import_path
 from .problem import Problem
 from .progress import Reporter, make_reporter
-from .step import Plan, Rollout, Step
+from .step import Step
 from .store import RunDirError, RunStore
 from .trackers import open_trackers
 
 log = logging.getLogger("discover")
 
-__all__ = ["Discovery", "RunInterrupted", "RunSummary", "Rollout", "resume_run", "run_config"]
+__all__ = ["Discovery", "RunInterrupted", "RunSummary", "resume_run", "run_config"]
 
 
 @dataclass
@@ -114,6 +114,13 @@ class Discovery:
             self.sandbox = make_sandbox(settings, self.problem.program_resources)
         self.stepper.sandbox = self.sandbox
 
+    @property
+    def started_backend(self) -> Backend:
+        """The backend, built when the run starts or resumes (``_start_workers``)."""
+        if self.backend is None:
+            raise RuntimeError("the backend is built when the run starts or resumes; call start() or resume() first")
+        return self.backend
+
     # -- start and resume ---------------------------------------------------------------
     def start(self) -> None:
         warm = self.stepper.warm_start()  # checked before the run directory exists
@@ -134,6 +141,7 @@ class Discovery:
             return False
         self._check_config()
         ckpt = self.store.read_checkpoint(path)
+        assert ckpt is not None  # read from a path that exists
         self._start_workers()
         try:  # a hand-edited or foreign checkpoint of the wrong shape: one paragraph, not a traceback
             self.sampler.load_state_dict(ckpt.sampler)
@@ -144,7 +152,7 @@ class Discovery:
                 "written by another version. Delete that folder to resume from the one before it."
             ) from None
         self.step = ckpt.step + 1
-        self.backend.load(ckpt.backend)
+        self.started_backend.load(ckpt.backend)
         missing = self.store.missing_steps(ckpt.step)
         dropped = self.store.truncate_events(ckpt.step)
         if missing:
@@ -204,7 +212,7 @@ class Discovery:
             t,
             self.stepper.state_dict(),
             self.sampler.state_dict(),
-            self.backend.save,
+            self.started_backend.save,
             keep=self.cfg.run.keep_checkpoints,
         )
         self._write_best()  # from the record this checkpoint holds
@@ -220,21 +228,11 @@ class Discovery:
         """Step ``t`` with the run's backend: plan, sample, finish. Returns the step's metrics."""
         plan = self.stepper.plan(t)
         ts = time.perf_counter()
-        sampled = self.backend.sample(plan.to_sample, self.cfg.run.rollouts) if plan.to_sample else []
+        backend = self.started_backend
+        sampled = backend.sample(plan.to_sample, self.cfg.run.rollouts) if plan.to_sample else []
         sample_s = time.perf_counter() - ts
-        train = self.backend.train if self.backend.can_train else None
+        train = backend.train if backend.can_train else None
         return self.stepper.finish(plan, sampled, sample_s=sample_s, train=train).metrics
-
-    def finish_step(self, t: int, parents: list, rollouts: list[Rollout], *, t0: float, sample_s: float) -> dict:
-        """``Step.finish`` for a driver that built its own rollouts (every group sampled); updates them in place."""
-        groups = [[r.completion for r in rollouts if r.group == g] for g in range(len(parents))]
-        plan = Plan(step=t, parents=parents, prompts=[None] * len(parents), started=t0)
-        result = self.stepper.finish(plan, groups, sample_s=sample_s)
-        done = {(r.group, r.index): r for r in result.rollouts}
-        for r in rollouts:
-            d = done[(r.group, r.index)]
-            r.outcome, r.child, r.reward, r.advantage = d.outcome, d.child, d.reward, d.advantage
-        return result.metrics
 
     def run(self) -> RunSummary:
         history = []
@@ -322,11 +320,12 @@ def _second_interrupt_exits():
 
 
 def _at(d: dict[str, Any], dotted: str) -> Any:
+    node: Any = d
     for part in dotted.split("."):
-        if not isinstance(d, dict):
+        if not isinstance(node, dict):
             return None
-        d = d.get(part)
-    return d
+        node = node.get(part)
+    return node
 
 
 def _ranges(steps: list[int]) -> str:
@@ -354,16 +353,16 @@ def run_config(
     # never write over an earlier run or the user's files: a fresh, locked folder (runs/x, runs/x-1, ...)
     store = RunStore.claim(loaded.config.run.output)
     loaded.config.run.output = store.root
-    disc = None
+    new: Discovery | None = None
     try:
-        disc = Discovery(loaded, reporter=reporter, store=store)
-        disc.start()
+        new = Discovery(loaded, reporter=reporter, store=store)
+        new.start()
     except BaseException:
-        if disc is not None:
-            disc.close()
+        if new is not None:
+            new.close()
         store.discard()  # a run that never started leaves no folder behind
         raise
-    return disc.run()
+    return new.run()
 
 
 def resume_run(run_dir: str | Path, overrides: list[str] | None = None, reporter: Reporter | None = None) -> RunSummary:
