@@ -132,6 +132,7 @@ def _watched():
     # what carries a reply: a replaced encoder or write could finish the work after the timed call
     pairs += [("json.dumps", json.dumps), ("json._default_encoder", json._default_encoder)]
     pairs += [(f"json.JSONEncoder.{n}", vars(json.JSONEncoder)[n]) for n in ("encode", "iterencode")]
+    pairs += [(f"json.encoder.{n}", getattr(json.encoder, n)) for n in _ENCODER_PARTS]
     pairs += [(f"os.{n}", getattr(os, n)) for n in ("write", "read")] + [("select.select", select.select)]
     pairs += [(f"builtins.{n}", getattr(builtins, n)) for n in ("getattr", "isinstance", "type", "vars", "list")]
     pairs += [(f"checker method _Channel.{n}", vars(_Channel)[n]) for n in ("send", "recv")]
@@ -140,6 +141,10 @@ def _watched():
         if isinstance(obj, types.FunctionType):
             pairs += [(f"checker function {name}", obj), (f"checker function {name}.__code__", obj.__code__)]
     return pairs
+
+
+#: what json.dumps calls below the encoder class
+_ENCODER_PARTS = ("c_make_encoder", "encode_basestring", "encode_basestring_ascii", "_make_iterencode")
 
 
 def _current(label):
@@ -152,7 +157,8 @@ def _current(label):
         if label.startswith("checker method _Channel."):
             return vars(_Channel).get(label.rsplit(".", 1)[1])
         path = label.split(".")
-        obj = {"time": time, "torch": torch, "json": json, "os": os, "select": select, "builtins": builtins}[path[0]]
+        roots = {"time": time, "torch": torch, "json": json, "os": os, "select": select, "builtins": builtins}
+        obj = roots[path[0]]
         for part in path[1:]:
             obj = vars(obj)[part] if isinstance(obj, type) and part in vars(obj) else getattr(obj, part)
         return obj
