@@ -288,6 +288,10 @@ class Step:
         self.totals["rollouts"] += len(rollouts)
         self.totals["valid"] += len(valid)
         total_s = time.perf_counter() - plan.started
+        distinct = distinct_per_group(rollouts, len(plan.parents))
+        copies = [f"group {g}: {d} of {n}" for g, (d, n) in enumerate(distinct) if d < n]
+        if copies:
+            log.warning("step %d: groups holding identical completions (%s)", t, "; ".join(copies))
         metrics = {
             "type": "step",
             "step": t,
@@ -301,6 +305,7 @@ class Step:
             "failures": _count([r.outcome.kind for r in rollouts if isinstance(r.outcome, Invalid)]),
             "groups_kept": sorted(kept),
             "group_stats": groups_stats,
+            "distinct_completions": [d for d, _ in distinct],
             "archive_size": len(self.sampler.states),
             "train": train_metrics,
             "seconds": {
@@ -529,6 +534,26 @@ class Step:
             raise ValueError("the count of seeds made or the rollout totals are of the wrong type")
         self.rng.bit_generator.state = state["rng"]
         self.made, self.best, self.totals = state["made"], best, totals
+
+
+#: finish reasons of rollouts nothing was sampled for
+NOT_SAMPLED = ("prompt_failed", "prompt_too_long")
+
+
+def distinct_per_group(rollouts: Sequence[Rollout], n_groups: int) -> list[tuple[int, int]]:
+    """(distinct completions, sampled completions) of each group: token ids, or the text for a
+    backend that returns text only. Rollouts of one group should be independent draws; a
+    backend that reuses one seed across a group's samples returns copies, which carry no
+    signal for the update (``finish`` warns of them)."""
+    seen: list[set] = [set() for _ in range(n_groups)]
+    sampled = [0] * n_groups
+    for r in rollouts:
+        c = r.completion
+        if c.finish_reason in NOT_SAMPLED:
+            continue
+        seen[r.group].add(tuple(c.tokens) if c.tokens else c.text)
+        sampled[r.group] += 1
+    return [(len(s), n) for s, n in zip(seen, sampled, strict=True)]
 
 
 def _count(kinds: list[str]) -> dict[str, int]:

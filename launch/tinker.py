@@ -293,39 +293,39 @@ class TinkerBackend(Backend):
         return self.sampler
 
     def _generate(self, rows: list[list[int]], budgets: list[int], base_seed: int, meter, final: bool):
-        """One request per run of identical (row, budget) pairs, ``num_samples`` = the run's length;
-        progress goes to ``meter`` as responses arrive (``final``: no later phase for these rows)."""
+        """One request per row, ``num_samples=1``, its own seed ``base_seed + k``; progress goes
+        to ``meter`` as responses arrive (``final``: no later phase for these rows).
+
+        One request per rollout, not one per group with ``num_samples`` = the group size: the
+        service has been reported to return token-identical sequences for a multi-sample
+        request that carries a seed (tinker-feedback issue 79), and copies in a group carry
+        no signal. Per-row seeds keep the draws distinct and reproducible; the service's
+        prefix cache shares the prompt across a group's requests."""
         from .lora.budget import Piece
 
         api, p = self.api, self.params
         client = self._sampling_client()
-        runs: list[tuple[list[int], int, int]] = []  # (row, budget, count)
-        for row, budget in zip(rows, budgets, strict=True):
-            if runs and runs[-1][0] == row and runs[-1][1] == budget:
-                runs[-1] = (row, budget, runs[-1][2] + 1)
-            else:
-                runs.append((list(row), budget, 1))
 
         def request(k: int):
-            row, budget, count = runs[k]
             sp = api.SamplingParams(
-                max_tokens=budget, seed=(base_seed + k) % 2**63, stop=self.stop_ids, temperature=1.0, top_p=1.0
+                max_tokens=budgets[k], seed=(base_seed + k) % 2**63, stop=self.stop_ids, temperature=1.0, top_p=1.0
             )
-            return client.sample(prompt=api.ModelInput.from_ints(tokens=row), num_samples=count, sampling_params=sp)
+            prompt = api.ModelInput.from_ints(tokens=list(rows[k]))
+            return client.sample(prompt=prompt, num_samples=1, sampling_params=sp)
 
         pieces: list[Piece] = []
-        for start in range(0, len(runs), p.sample_batch_size):
-            ks = range(start, min(start + p.sample_batch_size, len(runs)))
-            for k, response in zip(ks, self._gather("sampling", [partial(request, k) for k in ks]), strict=True):
+        for start in range(0, len(rows), p.sample_batch_size):
+            ks = range(start, min(start + p.sample_batch_size, len(rows)))
+            for response in self._gather("sampling", [partial(request, k) for k in ks]):
                 seqs = list(response.sequences)
-                if len(seqs) != runs[k][2]:
-                    raise TinkerServiceError(f"Tinker returned {len(seqs)} samples where {runs[k][2]} were asked for.")
-                for seq in seqs:
-                    tokens, logprobs = list(seq.tokens), seq.logprobs
-                    if logprobs is None or len(logprobs) != len(tokens):
-                        raise TinkerServiceError("Tinker returned a sample without per-token log-probs.")
-                    pieces.append(Piece(tokens, [float(x) for x in logprobs], seq.stop_reason == "stop"))
-                    meter.add(rollouts=int(final or seq.stop_reason == "stop"), tokens=len(tokens))
+                if len(seqs) != 1:
+                    raise TinkerServiceError(f"Tinker returned {len(seqs)} samples where 1 was asked for.")
+                seq = seqs[0]
+                tokens, logprobs = list(seq.tokens), seq.logprobs
+                if logprobs is None or len(logprobs) != len(tokens):
+                    raise TinkerServiceError("Tinker returned a sample without per-token log-probs.")
+                pieces.append(Piece(tokens, [float(x) for x in logprobs], seq.stop_reason == "stop"))
+                meter.add(rollouts=int(final or seq.stop_reason == "stop"), tokens=len(tokens))
         return pieces
 
     def sample(self, prompts: list[list[dict[str, str]]], n: int) -> list[list[Completion]]:

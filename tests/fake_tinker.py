@@ -7,8 +7,11 @@ keyword names, on a toy policy that trains for real:
 * the policy is a categorical per position, counted from the last ``<|im_start|>``
   token: token t at position k has logit base_KV[k, t] + delta_KV[k, t]; the LoRA-like
   ``delta`` starts at zero, so a fresh training client samples like the base model;
-* ``sample`` draws from softmax(logits) with a generator seeded by ``SamplingParams.seed``
-  and returns each sampled token's log-prob and the stop reason;
+* ``sample`` draws from softmax(logits) and returns each sampled token's log-prob and the
+  stop reason. As the service has been reported to do (tinker-feedback issue 79), a request
+  with a ``SamplingParams.seed`` restarts the generator from that seed for each of its
+  ``num_samples`` samples, so they come back token-identical; with ``seed=None`` the
+  samples are distinct draws (from the fake's own generator, seeded once);
 * ``compute_logprobs`` scores a sequence under the base model (None at position 0);
 * ``forward_backward(loss_fn="importance_sampling")`` accumulates the gradient of
   L = − Σ_datum Σ_t exp(ℓ^θ_t − ℓ^samp_t) · A_t (a token sum) and returns ℓ^θ of every
@@ -183,6 +186,7 @@ class FakeTinker:
         self.base_KV = base_KV
         self.tokenizer = tokenizer
         self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.unseeded = np.random.default_rng(12345)  # the service's own randomness for seed=None
         self.failures: dict[str, list[BaseException | None]] = {}
         api = self
 
@@ -322,10 +326,10 @@ class FakeTinker:
                     return Done(error)
                 sp = sampling_params
                 assert sp.temperature == 1.0 and sp.top_p == 1.0
-                rng = np.random.default_rng(sp.seed)
                 stop = set(sp.stop or [])
                 seqs = []
                 for _ in range(num_samples):
+                    rng = api.unseeded if sp.seed is None else np.random.default_rng(sp.seed)  # the reported copies
                     ctx, toks, lps, reason = prompt.to_ints(), [], [], "length"
                     for _ in range(sp.max_tokens):
                         logp = self.logprob_rows(ctx + [0])[-1]  # the next token's position

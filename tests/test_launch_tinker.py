@@ -76,7 +76,7 @@ def test_tempered_sampling_is_refused():
         TinkerParams(temperature=0.7)
 
 
-def test_one_request_per_prompt_with_token_logprobs_and_distinct_seeds(tmp_path):
+def test_one_request_per_rollout_with_token_logprobs_and_distinct_seeds(tmp_path):
     b = make(tmp_path)
     sent = []
     real = b._sampling_client().sample
@@ -86,16 +86,38 @@ def test_one_request_per_prompt_with_token_logprobs_and_distinct_seeds(tmp_path)
     out = b.sample(PROMPTS, 3)
     assert [(x.done, x.total) for x in progress][:1] == [(0, 6)] and progress[-1].done == 6
     assert progress[-1].tokens == sum(len(c.tokens) for g in out for c in g)  # reported as responses arrive
-    assert [kw["prompt"].to_ints() for kw in sent] == [b.prompt_tokens(p) for p in PROMPTS]
-    assert [kw["num_samples"] for kw in sent] == [3, 3]
+    assert [kw["prompt"].to_ints() for kw in sent] == [b.prompt_tokens(p) for p in PROMPTS for _ in range(3)]
+    assert [kw["num_samples"] for kw in sent] == [1] * 6
     sp = sent[0]["sampling_params"]
     assert sp.stop == [TOKENIZER.eos_token_id] and sp.max_tokens == 64
-    assert len({kw["sampling_params"].seed for kw in sent}) == 2
+    assert len({kw["sampling_params"].seed for kw in sent}) == 6
     c = out[1][2]
     assert c.prompt_tokens == b.prompt_tokens(PROMPTS[1]) and c.finish_reason == "stop"
     assert len(c.logprobs) == len(c.tokens) and all(lp <= 0 for lp in c.logprobs)
     assert c.text.startswith("```python") and digit(c) in "13579"
     assert len({c.text for g in out for c in g}) > 1  # the seeds differ per request
+
+
+def test_the_fake_returns_copies_for_a_seeded_multi_sample_request(tmp_path):
+    """The reported service behaviour the backend works around (tinker-feedback issue 79)."""
+    api = fake_api(tmp_path)
+    client = api.ServiceClient(api_key="k").create_sampling_client(base_model="toy").result()
+    prompt = api.ModelInput.from_ints(tokens=TOKENIZER.encode("<|im_start|>assistant\n"))
+
+    def texts(seed):
+        sp = api.SamplingParams(max_tokens=64, seed=seed, stop=[TOKENIZER.eos_token_id])
+        return [
+            tuple(s.tokens) for s in client.sample(prompt=prompt, num_samples=8, sampling_params=sp).result().sequences
+        ]
+
+    assert len(set(texts(seed=7))) == 1
+    assert len(set(texts(seed=None))) > 1
+
+
+def test_a_group_holds_distinct_draws_where_one_seeded_request_gave_copies(tmp_path):
+    b = make(tmp_path)
+    (group,) = b.sample(PROMPTS[:1], 8)
+    assert len({digit(c) for c in group}) > 1  # 8 draws of the free digit (5 choices) are not all equal
 
 
 def test_each_step_samples_from_fresh_weights(tmp_path):
@@ -226,11 +248,11 @@ def test_transient_errors_are_retried_then_named(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(tinker_backend.time, "sleep", waits.append)
     b = make(tmp_path, retries=2, backoff_s=1.5)
     b.api.failures["SamplingClient.sample"] = [RateLimitError("slow down"), APIConnectionError("reset")]
-    assert len(b.sample(PROMPTS[:1], 2)[0]) == 2
+    assert len(b.sample(PROMPTS[:1], 1)[0]) == 1  # one rollout, one request: it meets both failures
     assert "retrying" in caplog.text and waits == [1.5, 3.0]  # doubling back-off
     b.api.failures["SamplingClient.sample"] = [RateLimitError("slow down")] * 3
     with pytest.raises(TinkerServiceError, match=r"while sampling after 3 attempts: RateLimitError.*discover resume"):
-        b.sample(PROMPTS[:1], 2)
+        b.sample(PROMPTS[:1], 1)
     b.api.failures["SamplingClient.compute_logprobs"] = [AuthenticationError("bad key")]
     with pytest.raises(TinkerServiceError, match="while computing base-model log-probs: AuthenticationError"):
         b.base_logprobs(b.sample(PROMPTS[:1], 1)[0])  # not transient: no retry
