@@ -28,7 +28,8 @@ h1 { font-size: 1.5rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-
 figure { margin: .5rem 0; } figure img { max-width: 100%; }
 table { border-collapse: collapse; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 th, td { padding: .2rem .55rem; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
-td.wrap { white-space: normal; min-width: 12rem; } #steps { font-size: 12px; } #steps th { white-space: normal; }
+td.wrap { white-space: normal; min-width: 9rem; } #steps { font-size: 12px; }
+#steps th { white-space: normal; } #steps th, #steps td { padding: .2rem .4rem; }
 th { background: #f6f6f6; } td.l, th.l { text-align: left; }
 dl.kv { display: grid; grid-template-columns: max-content auto; gap: .15rem 1rem; }
 dl.kv dt { color: #666; } dl.kv dd { margin: 0; font-variant-numeric: tabular-nums; }
