@@ -13,7 +13,7 @@ from typing import Any
 
 
 @lru_cache(maxsize=64)
-def _cache_keyword(forward_type: type) -> str:
+def _cache_keyword(forward_type: type[Any]) -> str:
     params = inspect.signature(forward_type.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
@@ -21,7 +21,8 @@ def _cache_keyword(forward_type: type) -> str:
 def cache_kwargs(model, cache: Any) -> dict[str, Any]:
     """``{keyword: cache}`` for ``model``'s forward (``model`` unwrapped from peft if needed)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {_cache_keyword(type(inner)): cache}
+    # a class is hashable; mypy does not see type[Any] as Hashable (python/mypy#11470)
+    return {_cache_keyword(type(inner)): cache}  # type: ignore[arg-type]
 
 
 def output_cache(out) -> Any:
@@ -41,7 +42,7 @@ def reserve(cache: Any, capacity: int) -> None:
         return
     for layer in getattr(cache, "layers", ()):
         if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel():
-            layer.__class__ = _reserved_layer_class(DynamicLayer)
+            layer.__class__ = _reserved_layer_class(DynamicLayer)  # type: ignore[arg-type]  # as above
             layer.make_room(capacity)
 
 
@@ -49,6 +50,11 @@ def reserve(cache: Any, capacity: int) -> None:
 def _reserved_layer_class(dynamic_layer: type) -> type:
     class ReservedLayer(dynamic_layer):
         """A dynamic layer whose keys/values are views into buffers with spare positions."""
+
+        keys: Any  # torch tensors, [..., positions, head_dim]; keys/values view the buffers
+        values: Any
+        key_buffer: Any
+        value_buffer: Any
 
         def make_room(self, capacity: int) -> None:
             n = self.keys.shape[-2]
@@ -69,7 +75,7 @@ def _reserved_layer_class(dynamic_layer: type) -> type:
     return ReservedLayer
 
 
-def _with_room(states, capacity: int):
+def _with_room(states: Any, capacity: int) -> Any:
     buffer = states.new_empty(*states.shape[:-2], capacity, states.shape[-1])
     buffer[..., : states.shape[-2], :] = states
     return buffer
