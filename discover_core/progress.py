@@ -24,9 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backend import SamplingProgress
+
+if TYPE_CHECKING:  # rich is imported when a live display starts
+    from rich.live import Live
 
 
 def _fmt(x: Any) -> str:
@@ -249,7 +252,7 @@ class RichReporter(PlainReporter):
         super().__init__(clock=clock)
         self.console = console or Console(stderr=True)
         self.auto_refresh = auto_refresh
-        self._live = None
+        self._live: Live | None = None
 
     def _print(self, text: str) -> None:
         self.console.print(text, highlight=False)
@@ -287,14 +290,14 @@ class RichReporter(PlainReporter):
         from rich.live import Live
 
         Reporter.step_started(self, step, total, best)
-        self._live = Live(
+        self._live = live = Live(
             get_renderable=self.render,
             console=self.console,
             transient=True,
             auto_refresh=self.auto_refresh,
             refresh_per_second=4,
         )
-        self._live.start()
+        live.start()
 
     def refresh(self) -> None:
         """Rich redraws on its own timer; nothing to throttle here."""

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -122,7 +122,7 @@ class RunStore:
         self.events_path = self.root / "events.jsonl"
         self.best_dir = self.root / "best"
         self.ckpt_dir = self.root / "checkpoints"
-        self._events = None
+        self._events: TextIO | None = None  # events.jsonl, opened on the first append
         self._lock_fd: int | None = None
         self._made_root = False  # claim() created the folder: discard() may remove it
 

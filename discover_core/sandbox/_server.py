@@ -31,7 +31,11 @@ import time
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 1, 4, 36
 _libc = ctypes.CDLL(None, use_errno=True)
 _MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "bad_alloc", "out of memory", "failed to allocate")
-_SIGNAL_NAMES = {signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "abort", signal.SIGBUS: "bus error"}
+_SIGNAL_NAMES: dict[int, str] = {
+    signal.SIGSEGV: "segmentation fault",
+    signal.SIGABRT: "abort",
+    signal.SIGBUS: "bus error",
+}
 
 
 def _stopped(pid: int) -> bool:
@@ -245,7 +249,8 @@ class _ResultChannel:
     def __init__(self) -> None:
         self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.fd, self.pid, self.foreign = self.sock.fileno(), None, 0
+        self.fd, self.foreign = self.sock.fileno(), 0
+        self.pid: int | None = None  # the program's process, set once it is forked
 
     def read(self) -> bytes | None:
         """One read: b"" at end of stream, None for bytes of another sender (counted in ``foreign``, dropped)."""
