@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from .gpu import cuda_library_dirs, host_problems
 from .isolation import SERVER_DIR, bwrap_command, gpu_device_paths, isolation_available
@@ -223,6 +223,8 @@ class _Worker:
         self.info = json.loads(line)
 
     def _log_tail(self) -> str:
+        if self.root is None:
+            return ""
         try:
             with open(os.path.join(self.root, "server.log"), "rb") as f:
                 return f.read()[-2000:].decode("utf-8", "replace").strip()
@@ -230,7 +232,7 @@ class _Worker:
             return ""
 
     def _read_until(self, ready, deadline: float) -> bool:
-        fd = self.proc.stdout.fileno()
+        fd = self._pipes()[1].fileno()
         while not ready():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
@@ -240,6 +242,11 @@ class _Worker:
                 raise _ServerDied
             self.buf += data
         return True
+
+    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+        """The running server's stdin and stdout (pipes, opened by ``_start``)."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        return self.proc.stdin, self.proc.stdout
 
     def _readline(self, deadline: float) -> bytes | None:
         if not self._read_until(lambda: b"\n" in self.buf, deadline):
@@ -269,7 +276,8 @@ class _Worker:
                 pass
             self.proc.wait()
             for stream in (self.proc.stdin, self.proc.stdout):
-                stream.close()
+                if stream is not None:
+                    stream.close()
             self.proc = None
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -278,7 +286,7 @@ class _Worker:
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
-                self.proc.stdin.close()  # the server leaves its loop at end of input
+                self._pipes()[0].close()  # the server leaves its loop at end of input
                 self.proc.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
                 pass
@@ -293,8 +301,9 @@ class _Worker:
         self.ensure_started()
         started = time.monotonic()
         try:
-            self.proc.stdin.write(json.dumps(request, allow_nan=True).encode() + b"\n")
-            self.proc.stdin.flush()
+            stdin = self._pipes()[0]
+            stdin.write(json.dumps(request, allow_nan=True).encode() + b"\n")
+            stdin.flush()
             deadline = started + float(request["timeout_s"]) + _GRACE_S
             line = self._readline(deadline)
             header = json.loads(line) if line is not None else None
