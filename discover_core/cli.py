@@ -213,6 +213,17 @@ def report(run_dir: str, output: str | None) -> None:
 
 
 @cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", default="compare.html", show_default=True, type=click.Path(dir_okay=False))
+def compare(run_dirs: tuple[str, ...], output: str) -> None:
+    """Write one self-contained HTML page comparing the runs in RUN_DIRS: best-score and valid-rate
+    curves on shared axes, each run labelled by what its config does differently."""
+    from .report.compare import write_compare
+
+    click.echo(write_compare(list(run_dirs), output))
+
+
+@cli.command()
 @click.argument("directory", default="runs", type=click.Path(file_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def runs(directory: str, as_json: bool) -> None:

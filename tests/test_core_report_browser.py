@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from browser import Page, chromium
+from test_core_report_compare import compared_runs  # noqa: F401 - the fixture of four small runs
 
 from discover_ttt.report import read_run, write_report
 from discover_ttt.report.html import num
@@ -69,6 +70,23 @@ def test_report_opens_in_chromium_without_console_errors(erdos_run, tmp_path):
     assert seed_row == [seed.id, "seed", num(run.seeds[seed.id].score)] and seed_row[2] != "–"
     assert f"best seed: {run.seed_baseline:.6g}" in baseline
     assert steps_fit  # the steps table is not cut off at the page's edge
+
+
+def test_compare_opens_in_chromium_without_console_errors(compared_runs, tmp_path):  # noqa: F811
+    from discover_ttt.report.compare import write_compare
+
+    out = write_compare(compared_runs, tmp_path / "compare.html")
+    page = open_page(out)
+    try:
+        errors = page.errors()
+        page.screenshot(tmp_path / "compare.png")
+        images = evaluate(page, "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+        rows = evaluate(page, "[...document.querySelectorAll('#runs tr[id^=\"run-\"]')].length")
+    finally:
+        page.close()
+    assert errors == []
+    assert images == 2 and rows == len(compared_runs)  # both curves decoded, every run in the table
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
 
 
 # the first row of the lineage table (the seed the best state descends from): id, step, score
