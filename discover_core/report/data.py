@@ -107,7 +107,8 @@ class RunData:
         """The best state and its ancestors, oldest first (a seed ends the chain)."""
         if not self.best:
             return []
-        chain, seen, cur = [], set(), self.best.get("state_id")
+        chain: list[Node] = []
+        seen, cur = set(), self.best.get("state_id")
         while cur is not None and cur not in seen:
             seen.add(cur)
             node = self.nodes.get(cur)
@@ -189,7 +190,7 @@ def _seeds(store: RunStore) -> tuple[dict[str, Node], float | None]:
     states = [s for key in ("states", "seeds") for s in saved.get(key) or () if isinstance(s, dict)]
     seeds = {str(s["id"]): s for s in states if "id" in s and not s.get("parents")}
     nodes = {i: Node(i, None, -1, _num(s.get("score"))) for i, s in seeds.items()}
-    ranked = [(_num(s.get("value")), nodes[i].score) for i, s in seeds.items() if _num(s.get("value")) is not None]
+    ranked = [(v, nodes[i].score) for i, s in seeds.items() if (v := _num(s.get("value"))) is not None]
     baseline = max(ranked, key=lambda vs: vs[0])[1] if ranked else None
     return nodes, baseline
 

@@ -14,7 +14,7 @@ COLUMNS = ("run", "problem", "model", "steps", "best", "valid", "updated")
 
 def run_rows(root: str | Path) -> list[dict[str, Any]]:
     """Problem, model, steps done / planned, best score, valid rate and last update of each run under ``root``."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in find_runs(root):
         try:
             run = read_run(path)
