@@ -275,19 +275,7 @@ def test_contract_with_the_installed_nemo_rl():
     assert isinstance(built, EnvironmentReturn)
     assert {"message_log", "length", "extra_env_info", "loss_multiplier", "idx"} <= set(DatumSpec.__annotations__)
     assert hasattr(EnvironmentInterface, "global_post_process_and_metrics")
-    setup = inspect.signature(grpo.setup).parameters
-    assert list(setup)[:4] == ["master_config", "tokenizer", "dataset", "val_dataset"]
-    train = list(inspect.signature(grpo.grpo_train).parameters)
-    assert train[:8] == [
-        "policy",
-        "policy_generation",
-        "dataloader",
-        "val_dataloader",
-        "tokenizer",
-        "loss_fn",
-        "task_to_env",
-        "val_task_to_env",
-    ]
+    # setup's and grpo_train's parameters and setup's results: the contract tier, from each release's sources
     hooks = [h for h in ("_create_advantage_estimator", "calculate_baseline_and_std_per_prompt") if hasattr(grpo, h)]
     assert hooks, "neither advantage hook exists in this NeMo RL"
     from nemo_rl.algorithms.utils import get_tokenizer  # noqa: F401

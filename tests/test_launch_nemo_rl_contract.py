@@ -240,6 +240,12 @@ def test_setup_returns_what_the_driver_unpacks(name, snapshots):
     assert all(_same(o, t) for o, t in zip(driver.TRAIN_ARGS, params, strict=False)), params
     setup_params = [a.arg for a in fn.args.args][:4]
     assert setup_params == ["master_config", "tokenizer", "dataset", "val_dataset"]
+    schema = up.Schema(root)
+    datum = schema.fields(*schema.find("nemo_rl.data.interfaces", "DatumSpec"))
+    ours = {"message_log", "length", "extra_env_info", "loss_multiplier", "idx", "task_name"}  # dataset.py's keys
+    assert ours <= set(datum), f"{name}: DatumSpec lacks {ours - set(datum)}"
+    lacking = [k for k, (required, _, _) in datum.items() if required and k not in ours]
+    assert not lacking, f"{name}: DatumSpec requires {lacking}, which the dataset does not give"
     source = (root / "nemo_rl" / "algorithms" / "grpo.py").read_text()
     hooks = [h for h in ("_create_advantage_estimator", "calculate_baseline_and_std_per_prompt") if f"{h}(" in source]
     assert hooks, f"{name}: neither advantage hook"

@@ -16,6 +16,7 @@ from typing import TypedDict
 import pytest
 import yaml
 from pydantic import BaseModel
+from test_launch_slurm import FAKE_SRUN  # srun without SLURM: runs the command here
 
 from discover_ttt.config import load_config
 from discover_ttt.errors import UserError
@@ -142,17 +143,6 @@ def test_defaults_are_copied_with_what_they_inherit(tmp_path):
 
 
 # -- the scripts --------------------------------------------------------------------------------------
-
-FAKE_SRUN = """#!/usr/bin/env bash
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -w) shift 2 ;;
-    -*) shift ;;
-    *) break ;;
-  esac
-done
-exec "$@"
-"""
 
 # a Python that answers Ray's readiness question "no" twice, then "yes", and records the driver's call
 FAKE_PYTHON = """#!/usr/bin/env bash

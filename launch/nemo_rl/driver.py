@@ -15,6 +15,7 @@ NeMo RL's own loader with its OmegaConf resolvers registered, as its entry scrip
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from discover_ttt.errors import MissingExtra, UserError
@@ -27,34 +28,21 @@ from .versions import parse, refusal
 
 #: what ``grpo.setup`` returns, by how many values it returns: 10 up to 0.6, 13 from 0.7
 #: (the NeMo-Gym actor third, teacher workers and their aliases last)
+_SETUP_TEN = (
+    "policy",
+    "policy_generation",
+    "cluster",
+    "dataloader",
+    "val_dataloader",
+    "loss_fn",
+    "logger",
+    "checkpointer",
+    "grpo_state",
+    "master_config",
+)
 SETUP_RESULTS: dict[int, tuple[str, ...]] = {
-    10: (
-        "policy",
-        "policy_generation",
-        "cluster",
-        "dataloader",
-        "val_dataloader",
-        "loss_fn",
-        "logger",
-        "checkpointer",
-        "grpo_state",
-        "master_config",
-    ),
-    13: (
-        "policy",
-        "policy_generation",
-        "nemo_gym",
-        "cluster",
-        "dataloader",
-        "val_dataloader",
-        "loss_fn",
-        "logger",
-        "checkpointer",
-        "grpo_state",
-        "master_config",
-        "teacher_worker_groups",
-        "alias_to_group_alias",
-    ),
+    10: _SETUP_TEN,
+    13: (*_SETUP_TEN[:2], "nemo_gym", *_SETUP_TEN[2:], "teacher_worker_groups", "alias_to_group_alias"),
 }
 
 #: ``grpo_train``'s positional parameters, as every supported release declares them
@@ -163,12 +151,15 @@ def main(argv: list[str] | None = None) -> None:
     discover_config = args.discover_config or config.get("env", {}).get(TASK_NAME, {}).get("discover_config")
     if not discover_config:
         raise UserError("no discover config: pass --discover-config or set env.discover.discover_config.")
+    # the export's paths are relative to its folder (run.sh runs there); the Ray actor may start elsewhere
+    discover_config = str(Path(discover_config).resolve())
+    run_dir = str(Path(args.run_dir).resolve()) if args.run_dir else None
 
     init_ray()
     tokenizer = get_tokenizer(config["policy"]["tokenizer"])
     config["policy"]["generation"] = configure_generation_config(config["policy"]["generation"], tokenizer)
 
-    env = environment_actor(discover_config, args.run_dir)
+    env = environment_actor(discover_config, run_dir)
     hook = install(grpo, env)
     print(f"discover: PUCT states and our advantages through {hook}; run config {discover_config}")
     dataset = PuctDataset(

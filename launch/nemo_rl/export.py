@@ -151,21 +151,28 @@ def _sizes(backend: dict[str, Any], params_b: float | None, *, gpus_per_node, nu
     return int(tp or chosen.tensor_parallel_size), float(memory or chosen.gpu_memory_utilization), chosen.why
 
 
-def translate(
-    resolved: dict[str, Any],
-    *,
-    version: str = NEWEST,
-    gpus_per_node: int = 8,
-    num_nodes: int = 1,
-    gpu_gb: float = 80.0,
-    model_size: str | None = None,
-    full_weights: bool = False,
-) -> Export:
-    """Our resolved config → NeMo RL ``version``'s GRPO config, what had no place there, and what we chose.
+@dataclass(frozen=True)
+class Target:
+    """What the export writes for: a NeMo RL release and a cluster.
 
-    ``full_weights`` trains every weight instead of the LoRA adapter our config describes
-    (NeMo RL before 0.5 has no LoRA); the adapter's settings are then listed as untranslated.
+    ``model_size`` ("8B") where the model's name does not say; ``full_weights`` trains every
+    weight instead of the LoRA adapter our config describes (NeMo RL before 0.5 has no LoRA),
+    and the adapter's settings are then listed as untranslated.
     """
+
+    version: str = NEWEST
+    gpus_per_node: int = 8
+    num_nodes: int = 1
+    gpu_gb: float = 80.0
+    model_size: str | None = None
+    full_weights: bool = False
+
+
+def translate(resolved: dict[str, Any], target: Target | None = None) -> Export:
+    """Our resolved config → the target release's GRPO config, what had no place there, and what we chose."""
+    target = target or Target()
+    version, gpus_per_node, num_nodes = target.version, target.gpus_per_node, target.num_nodes
+    gpu_gb, model_size, full_weights = target.gpu_gb, target.model_size, target.full_weights
     release = versions.parse(version)
     backend = dict(resolved["backend"])
     run = resolved["run"]
@@ -438,27 +445,18 @@ def export_nemo_rl(
     *,
     overrides: list[str] | None = None,
     defaults: str | None = None,
-    version: str = NEWEST,
-    gpus_per_node: int = 8,
-    num_nodes: int = 1,
-    gpu_gb: float = 80.0,
-    model_size: str | None = None,
-    full_weights: bool = False,
+    **target: Any,
 ) -> Export:
-    """Write the NeMo RL run for ``config`` into ``outdir``; returns what was written."""
+    """Write the NeMo RL run for ``config`` into ``outdir``; returns what was written.
+
+    ``target`` are the fields of :class:`Target` (``version``, ``num_nodes``, ...).
+    """
+    target_ = Target(**target)
     loaded = load_config(config, overrides)
     outdir = Path(outdir).resolve()
     if outdir.exists() and any(outdir.iterdir()):
         raise UserError(f"{outdir} already holds files; export into a new or empty folder.")
-    exported = translate(
-        loaded.resolved(),
-        version=version,
-        gpus_per_node=gpus_per_node,
-        num_nodes=num_nodes,
-        gpu_gb=gpu_gb,
-        model_size=model_size,
-        full_weights=full_weights,
-    )
+    exported = translate(loaded.resolved(), target_)
     outdir.mkdir(parents=True, exist_ok=True)
     if defaults:
         exported.nemo = {"defaults": _copy_defaults(Path(defaults), outdir / "nemo_rl_defaults"), **exported.nemo}
@@ -468,7 +466,10 @@ def export_nemo_rl(
     )
     (outdir / "nemo_rl.yaml").write_text(header + yaml.safe_dump(exported.nemo, sort_keys=False))
     (outdir / "discover.yaml").write_text(yaml.safe_dump(exported.ours, sort_keys=False))
-    for name, text in (("run.sh", run_script()), ("slurm.sbatch", slurm_script(num_nodes, gpus_per_node))):
+    for name, text in (
+        ("run.sh", run_script()),
+        ("slurm.sbatch", slurm_script(target_.num_nodes, target_.gpus_per_node)),
+    ):
         (outdir / name).write_text(text)
         (outdir / name).chmod(0o755)
     lines = exported.untranslated or ["(every setting was translated)"]
