@@ -19,11 +19,11 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 
-from .estimator import RUNTIME_ARGS, BoundEstimator, EstimatorStats
+from .estimator import RUNTIME_ARGS, BoundEstimator, Estimator, EstimatorStats
 
 
 def params_model(obj: Any) -> type[pydantic.BaseModel]:
@@ -64,7 +64,7 @@ def build_estimator(obj: Any, params: pydantic.BaseModel, stats: EstimatorStats 
     """A registered estimator (a function, or a class whose instances are called) with its validated params."""
     values = {k: getattr(params, k) for k in type(params).model_fields}
     if inspect.isclass(obj):
-        return BoundEstimator(obj(**values), {}, stats)
+        return BoundEstimator(cast(Estimator, obj(**values)), {}, stats)  # a class's instance is called per group
     return BoundEstimator(obj, values, stats)
 
 

@@ -435,7 +435,8 @@ def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> tuple[list[str
     keys are compared, and a saved value that contradicted them failed to load already.
     """
     old_flat, new_flat = _flatten(saved), _flatten(new)
-    unsafe, safe = [], []
+    unsafe: list[str] = []
+    safe: list[str] = []
     for key in sorted(set(old_flat) | set(new_flat)):
         if key not in old_flat or old_flat.get(key) == new_flat.get(key):
             continue

@@ -257,7 +257,8 @@ def check_outcome(x: Any) -> Any:
         return x
     if not isinstance(x, Evaluation):
         raise BadReturn(f"expected an Evaluation or an Invalid, got {_short(x)}")
-    if finite(x.score) is None:
+    score = finite(x.score)
+    if score is None:
         raise BadReturn(f"the score must be a finite number, got {_short(x.score)}")
     if not isinstance(x.metrics, dict):
         raise BadReturn(f"metrics must be a dict, got {_short(x.metrics)}")
@@ -266,7 +267,7 @@ def check_outcome(x: Any) -> Any:
     except BadReturn as e:
         raise BadReturn(f"the construction or metrics are not JSON data: {e}") from None
     return Evaluation(
-        score=finite(x.score),
+        score=score,
         construction=construction,
         stdout=x.stdout if isinstance(x.stdout, str) else str(x.stdout),
         metrics=metrics,

@@ -28,7 +28,8 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
     instead of a regular expression: a long line of fence markers costs linear
     time, where a backtracking pattern took minutes.
     """
-    blocks, pos = [], 0
+    blocks: list[tuple[str, str]] = []
+    pos = 0
     while True:
         start = text.find("```", pos)
         if start < 0:
@@ -39,7 +40,7 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
         end = text.find("```", newline + 1)
         if end < 0:  # no later fence can close either
             return blocks
-        lang = _LANG.match(text, start + 3, newline).group(1)
+        lang = _LANG.match(text, start + 3, newline).group(1)  # type: ignore[union-attr]  # matches the empty string
         blocks.append((lang, text[newline + 1 : end]))
         pos = end + 3
 

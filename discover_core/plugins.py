@@ -115,7 +115,7 @@ class Plugins:
         self.broken: dict[str, Broken] = {}  # entry-point name -> why it did not load
 
     def add_module(self, module: Any, name: str | None = None, dist: str = "(registered at run time)") -> None:
-        name = name or getattr(module, "__name__", repr(module))
+        name = name or str(getattr(module, "__name__", repr(module)))
         try:
             self.pm.register(module, name=name)
             self.pm.check_pending()
