@@ -281,3 +281,81 @@ def test_resolvers_are_registered_as_nemo_rls_entry_scripts_do():
     driver.register_resolvers()  # without nemo_rl here: mul, as 0.3-0.5's run_grpo_math.py registers it
     config = omegaconf.OmegaConf.create({"a": 4, "b": "${mul:${a},8}"})
     assert omegaconf.OmegaConf.to_container(config, resolve=True)["b"] == 32
+
+
+def _fake_nemo_rl(monkeypatch, version: str, arity: int, typed_config: bool) -> dict:
+    """Stand-ins for the modules the driver imports; returns what setup and grpo_train were given."""
+    import sys
+    import types
+
+    from omegaconf import OmegaConf
+
+    seen: dict = {}
+
+    class PydanticMaster(BaseModel, extra="allow"):
+        grpo: dict
+
+    class TypedMaster(TypedDict):
+        grpo: dict
+
+    def setup(master_config, tokenizer, dataset, val_dataset):
+        seen["setup"] = (master_config, tokenizer, dataset, val_dataset)
+        values = [f"value{i}" for i in range(arity)]
+        values[driver.SETUP_RESULTS[arity].index("master_config")] = "master"
+        return tuple(values)
+
+    def grpo_train(*args):
+        seen["train"] = args
+
+    modules = {
+        "nemo_rl": types.SimpleNamespace(__version__=version),
+        "nemo_rl.algorithms": types.ModuleType("nemo_rl.algorithms"),
+        "nemo_rl.algorithms.grpo": types.SimpleNamespace(
+            __name__="nemo_rl.algorithms.grpo",
+            MasterConfig=PydanticMaster if typed_config else TypedMaster,
+            setup=setup,
+            grpo_train=grpo_train,
+            _create_advantage_estimator=None,
+        ),
+        "nemo_rl.algorithms.utils": types.SimpleNamespace(get_tokenizer=lambda cfg: f"tokenizer:{cfg['name']}"),
+        "nemo_rl.distributed.virtual_cluster": types.SimpleNamespace(init_ray=lambda: None),
+        "nemo_rl.models.generation": types.SimpleNamespace(configure_generation_config=lambda cfg, tok: cfg),
+        "nemo_rl.utils.config": types.SimpleNamespace(
+            load_config=OmegaConf.load,
+            parse_hydra_overrides=lambda cfg, o: OmegaConf.merge(cfg, OmegaConf.from_dotlist(o)),
+        ),
+    }
+    modules["nemo_rl.algorithms"].grpo = modules["nemo_rl.algorithms.grpo"]
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(driver, "environment_actor", lambda config, run_dir: ("actor", config, run_dir))
+    return seen
+
+
+@pytest.mark.parametrize(("version", "arity", "typed_config"), [("0.6.0", 10, False), ("0.7.0", 13, True)])
+def test_driver_wires_setup_and_grpo_train_of_each_release(tmp_path, monkeypatch, version, arity, typed_config):
+    pytest.importorskip("omegaconf")
+    out = tmp_path / "exp"
+    export_nemo_rl(PAPER, out, version=version[:3])
+    seen = _fake_nemo_rl(monkeypatch, version, arity, typed_config)
+    monkeypatch.chdir(out)  # as run.sh does
+    driver.main(["--config", "nemo_rl.yaml", "--discover-config", "discover.yaml", "grpo.max_num_steps=7"])
+    master, tokenizer, dataset, val = seen["setup"]
+    grpo = master.grpo if typed_config else master["grpo"]
+    assert grpo["max_num_steps"] == 7 and grpo["num_generations_per_prompt"] == 64  # the override reached setup
+    assert isinstance(master, BaseModel) == typed_config
+    assert tokenizer == "tokenizer:openai/gpt-oss-120b" and val is None
+    assert dataset.env == ("actor", str(out / "discover.yaml"), None)  # absolute, for the actor
+    assert dataset.chat_template_kwargs == {"reasoning_effort": "high"}
+    train = seen["train"]
+    dataloader_at = driver.SETUP_RESULTS[arity].index("dataloader")
+    assert train[2] == f"value{dataloader_at}" and train[4] == tokenizer
+    assert train[6] == {"discover": dataset.env} and train[7] is None and train[11] == "master"
+
+
+def test_driver_refuses_an_old_nemo_rl_before_it_starts_anything(tmp_path, monkeypatch):
+    pytest.importorskip("omegaconf")
+    seen = _fake_nemo_rl(monkeypatch, "0.2.0", 10, False)
+    with pytest.raises(versions.UnsupportedNemoRL, match=r"0\.2\.0.*0\.3 to 0\.7"):
+        driver.main(["--config", str(tmp_path / "x.yaml")])
+    assert seen == {}
