@@ -176,6 +176,17 @@ def test_prompts_state_the_contract_and_the_parent_context():
     assert "construct_function" in text2 and "0.97" in text2 and "higher is better" in text2
 
 
+def test_target_is_the_problem_method_the_report_calls():
+    # discover report calls Problem.target(); an instance attribute of that name once hid it (a float)
+    for name in ("ac1", "ac2"):
+        p = problem(name)
+        assert p.target() == type(p).default_target
+    p = problem("ac1", target=1.45)
+    assert p.target() == 1.45
+    child = p.initial_states(np.random.default_rng(1), 1)[0].child(construction=[1.0] * 1200, value=-1.6, score=1.6)
+    assert "1.45" in p.prompt(child)[0]["content"]
+
+
 # -- replay runs -----------------------------------------------------------------------------------------
 
 

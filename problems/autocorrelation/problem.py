@@ -83,8 +83,11 @@ class AutocorrelationProblem(Problem):
 
     def __init__(self, params: Params | None = None) -> None:
         super().__init__(params if params is not None else self.Params())
-        self.target = self.params.target if self.params.target is not None else self.default_target
         self.preamble = _VERIFIER + f"\nevaluate_sequence = {self.evaluate_fn}\n" + _INJECT
+
+    def target(self) -> float:
+        """The bound the prompt names as the goal: the ``target`` parameter, else the paper's."""
+        return self.params.target if self.params.target is not None else self.default_target
 
     # -- the bound -----------------------------------------------------------------
     def bound(self, heights: np.ndarray) -> float:
@@ -139,7 +142,7 @@ class AutocorrelationProblem(Problem):
                 entry=self.entry,
                 budget_s=f"{limits.seconds:g}",
                 cpus=limits.cpus,
-                target=self.target,
+                target=self.target(),
                 evaluate_doc=self.evaluate_doc,
             ).strip()
         ]
@@ -160,8 +163,9 @@ class AutocorrelationProblem(Problem):
         elif after is not None:
             context.append(prompts.CURRENT.format(what=self.bound_name, better=better, after=_fmt(after)))
         if after is not None:
-            gap = self.target - after if self.maximize else after - self.target
-            context.append(prompts.TARGET.format(target=self.target, gap=_fmt(gap)))
+            target = self.target()
+            gap = target - after if self.maximize else after - target
+            context.append(prompts.TARGET.format(target=target, gap=_fmt(gap)))
         if state.construction is not None:
             context.append(prompts.LENGTH.format(n=len(state.construction)))
         if state.stdout:
