@@ -133,8 +133,9 @@ class Problem:
     max_code_chars: ClassVar[int] = 100_000
     #: what one program needs besides its CPUs (``program_limits``), as Ray resource names and
     #: amounts (e.g. ``{"num_gpus": 1}`` for a kernel that owns one GPU while it runs);
-    #: the Ray executor adds it to every program's resource request (docs/scaling.md)
-    program_resources: ClassVar[dict[str, float]] = {}
+    #: the Ray executor adds it to every program's resource request (docs/scaling.md); a problem
+    #: whose needs depend on its params sets it per instance (the kernels problem on cuda)
+    program_resources: dict[str, float] = {}
     #: modules the sandbox imports once for all programs of this problem (added to the config's preload)
     sandbox_preload: ClassVar[tuple[str, ...]] = ()
 

@@ -120,6 +120,16 @@ def test_prompt_states_the_contract_and_the_tier():
     assert trimul().initial_states(np.random.default_rng(0), 1)[0].code == ""
 
 
+def test_prompt_of_a_child_whose_parent_has_no_value():
+    # a parent without a value (a state another sampler or a warm start supplied) has no runtime to compare
+    problem = trimul()
+    parent = problem.initial_states(np.random.default_rng(0), 1)[0]
+    parent.value = None
+    child = parent.child(value=-900.0, score=900.0, code="def custom_kernel(data): ...")
+    text = problem.prompt(child)[0]["content"]
+    assert "900.0" in text and "Runtime before" not in text
+
+
 def test_cuda_tier_requires_a_triton_kernel():
     problem = trimul(device="cuda")
     assert problem.program_resources == {"num_gpus": 1} and trimul().program_resources == {}

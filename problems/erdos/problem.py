@@ -80,7 +80,7 @@ class ErdosProblem(Problem):
         h is not clipped, so about one draw in a thousand leaves [0, 1] (a large
         mean shift); such a draw is redrawn, as no verifier would accept it.
         """
-        states = []
+        states: list[State] = []
         while len(states) < k:
             n = int(rng.integers(40, 100))
             u_N = rng.uniform(-0.4, 0.4, size=n)

@@ -121,7 +121,8 @@ class TriMulProblem(Problem):
             after = None  # a seed: no kernel has been timed yet
         if state.code:
             context.append(prompts.LAST_CODE.format(code=state.code.strip("\n")))
-            before = -state.parent_values[0] if state.parent_values else None
+            parent = state.parent_values[0] if state.parent_values else None
+            before = None if parent is None else -parent
             if before is not None and before < NO_KERNEL_US and after is not None:
                 context.append(prompts.BEFORE_AFTER.format(before=f"{before:.1f}", after=f"{after:.1f}"))
             elif after is not None:
