@@ -3,6 +3,7 @@
 import ast
 import inspect
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,21 +79,27 @@ def test_sandbox_page_calls_run_program_with_its_required_arguments():
         sig.bind(*[None] * len(call.args), **{k.arg: None for k in call.keywords})
 
 
-def test_a_run_that_failed_before_its_first_step_can_be_resumed(tmp_path):
-    """The backend fails to start after the run directory exists; resume then starts it from step 0."""
+def stop_before_first_checkpoint(run_dir: Path) -> None:
+    """Leave ``run_dir`` as a run killed inside step 0 leaves it: config, marker and events, no checkpoint."""
+    shutil.rmtree(run_dir / "checkpoints")
+    shutil.rmtree(run_dir / "best", ignore_errors=True)
+    with (run_dir / "events.jsonl").open("a") as f:
+        f.write('{"type": "rollout", "step": 0}\n')
+
+
+def test_a_failed_start_leaves_nothing_and_a_run_stopped_in_its_first_step_resumes(tmp_path):
+    """A backend that fails to start leaves no folder, so the same run.output starts cleanly; a run
+    stopped before its first checkpoint starts again from step 0 in place, through either command."""
     out = tmp_path / "run"
     sets = [f"run.output={out}", "run.steps=1", "sandbox.isolation=none", "log.progress=none"]
     with pytest.raises(UserError, match="cannot read replay file"):
         run_config(TOY_CONFIG, [*sets, f"backend.path={tmp_path / 'missing.jsonl'}"], reporter=Reporter())
-    assert (out / "config.yaml").exists()  # the directory it leaves behind ...
-    good = ROOT / "tests" / "toy" / "replies.jsonl"
-    summary = resume_run(out, [f"backend.path={good}"], reporter=Reporter())  # ... is resumable
+    assert not out.exists()  # nothing half-started to resume or to hide
+    summary = run_config(TOY_CONFIG, sets, reporter=Reporter())
+    assert summary.run_dir == out and summary.steps_done == 1 and summary.rollouts > 0  # the name is free
+    stop_before_first_checkpoint(out)
+    summary = resume_run(out, reporter=Reporter())  # discover resume
     assert summary.steps_done == 1 and summary.rollouts > 0
-    # and so through `discover run --resume`, also with events of a step that never reached its checkpoint
-    out2 = tmp_path / "run2"
-    sets2 = [s.replace(str(out), str(out2)) for s in sets]
-    with pytest.raises(UserError):
-        run_config(TOY_CONFIG, [*sets2, f"backend.path={tmp_path / 'missing.jsonl'}"], reporter=Reporter())
-    (out2 / "events.jsonl").write_text('{"type": "rollout", "step": 0}\n')
-    summary = run_config(TOY_CONFIG, sets2, resume=True, reporter=Reporter())
-    assert summary.steps_done == 1
+    stop_before_first_checkpoint(out)
+    summary = run_config(TOY_CONFIG, sets, resume=True, reporter=Reporter())  # discover run --resume
+    assert summary.steps_done == 1 and (out / "checkpoints").is_dir()
