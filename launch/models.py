@@ -145,7 +145,7 @@ def gguf_cache_dir(folder: str, gguf: str) -> Path | None:
     converter never reads a stale one."""
     import transformers
 
-    root = os.environ.get(CACHE_ENV)
+    root: str | Path | None = os.environ.get(CACHE_ENV)
     if root == "off":
         return None
     if not root:

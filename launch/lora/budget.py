@@ -92,8 +92,8 @@ def sample_with_budget(
     room = [i for i, cap in enumerate(caps) if cap >= 1]
     first_pieces = generate([prompts[i] for i in room], [min(max_new_tokens, caps[i]) for i in room]) if room else []
     first: list[Piece | None] = [None] * len(prompts)
-    for i, piece in zip(room, first_pieces, strict=True):
-        first[i] = piece
+    for i, got in zip(room, first_pieces, strict=True):
+        first[i] = got
     rollouts = [
         Rollout([], [], [], PROMPT_TOO_LONG)
         if p is None

@@ -4,7 +4,7 @@ NeMo RL computes GRPO advantages from ``repeated_batch["total_reward"]`` grouped
 identical prompt. The method needs the entropic adaptive-β estimator (or whichever
 ``estimator`` our config names) per PUCT state, with our constant-group rules. Our
 environment has already computed exactly those advantages when it scored the batch
-(``Discovery.finish_step``), in the same row order, so the hook only fetches them and
+(``Step.finish`` in ``discover_ttt.step``), in the same row order, so the hook only fetches them and
 checks that the rewards it is given are the rewards the environment returned.
 
 NeMo RL has no public hook for this. The driver rebinds, in its own process and
@@ -20,7 +20,6 @@ nowhere in NeMo RL's files, the one name ``grpo_train`` resolves in
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 from discover_ttt.errors import UserError
@@ -71,8 +70,11 @@ class EnvironmentAdvantages:
         return advantages_B
 
 
-def install(grpo_module: ModuleType, env: Any) -> str:
-    """Point ``grpo_module``'s advantage step at ``env``; returns which hook was used."""
+def install(grpo_module: Any, env: Any) -> str:
+    """Point ``grpo_module``'s advantage step at ``env``; returns which hook was used.
+
+    ``grpo_module``: NeMo RL's ``nemo_rl.algorithms.grpo`` module (any release), whose attributes we replace.
+    """
     hook = EnvironmentAdvantages(env)
     if hasattr(grpo_module, "_create_advantage_estimator"):
         grpo_module._create_advantage_estimator = lambda *args, **kwargs: hook
