@@ -32,13 +32,13 @@ earlier one's, and every output is checked.
 Timing. CPU tier: the checker's own clock, from just before the thaw to the
 end of the freeze that follows the reply (this includes one copy of the output
 and the freeze, the same cost for every kernel of a shape). CUDA tier: CUDA
-events around the ``custom_kernel`` call only, synchronised before and after,
-recorded in the candidate process with functions taken before the submission
-was loaded; the checker's clock (which includes the copies of inputs and
-output) bounds them from above. At the end the candidate reports whether the
-timers and this file's functions are still the objects they were; a program
-that replaced one is rejected. See README.md for what stays in the program's
-reach on each tier.
+events around the ``custom_kernel`` call only, the end one recorded after a
+device-wide synchronise (so work on any stream counts), in the candidate
+process with functions taken before the submission was loaded; the checker's
+clock (which includes the copies of inputs and output) bounds them from above.
+At the end the candidate reports whether the timers and this file's functions
+are still the objects they were; a program that replaced one is rejected. See
+README.md for what stays in the program's reach on each tier.
 """
 
 import builtins
@@ -188,7 +188,11 @@ def _error_text(exc):
 
 
 class _CudaTimer:
-    """CUDA events around one call, with the functions taken before the submission was loaded."""
+    """CUDA events around one call, with the functions taken before the submission was loaded.
+
+    Both events go on the current stream, each just after a device-wide synchronise (every stream of
+    the GPU idle): the end event after the one that follows the call, so work the call queued on any
+    other stream (a ``torch.cuda.Stream`` of its own) is inside the measured interval."""
 
     def __init__(self):
         base = torch._C._CudaEventBase
@@ -203,6 +207,7 @@ class _CudaTimer:
         self.synchronize()
         self.record(start, stream)
         out = fn(data)
+        self.synchronize()  # device-wide: waits for the call's work on every stream
         self.record(end, stream)
         self.synchronize()
         return out, 1000.0 * self.elapsed_ms(start, end)
