@@ -203,7 +203,7 @@ class TinkerBackend(Backend):
         self.tokenizer = tokenizer
         self.stop_ids = sorted({int(tokenizer.eos_token_id), *params.stop_token_ids})
         self.sampler = None  # sampling client of the current weights; None after every update
-        self.base_sampler = None
+        self.base_sampler: Any = None  # the base model's sampling client, made on first use
         self.sample_calls = 0
         self.train_steps = 0
         self.tag = uuid.uuid4().hex[:8]  # names this run's saved states on the service

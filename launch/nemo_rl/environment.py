@@ -67,7 +67,7 @@ def environment_return_type() -> type:
     return EnvironmentReturn
 
 
-def make_environment_return(cls: type, **values: Any):
+def make_environment_return(cls: type[Any], **values: Any):
     """``cls`` (a release's ``EnvironmentReturn``) from the fields we fill: the ones it declares.
 
     0.3 has five fields, 0.4 on add ``answers``; a field we do not know and that has no
@@ -189,7 +189,7 @@ class DiscoveryEnvironment:
 
         observations, metadata_out = [], []
         for r, meta in zip(rollouts_B, metadata, strict=True):
-            if r.valid:
+            if r.child is not None:  # valid
                 content = f"valid: score {r.child.score!r}, reward {r.reward:.6g}"
                 outcome = "valid"
             else:

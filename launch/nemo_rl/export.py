@@ -283,14 +283,14 @@ def translate(resolved: dict[str, Any], target: Target | None = None) -> Export:
     for key, value, why in FIXED:
         _set(nemo, key, value)
         choices.append(f"{key} = {value!r}: {why}")
-    if lora:
+    if lora and lora_rank is not None:  # (lora implies a rank)
         _set(
             nemo,
             "policy.dtensor_cfg.lora_cfg",
             {
                 "enabled": True,
                 "dim": int(lora_rank),
-                "alpha": float(backend.get("lora_alpha", lora_rank)),
+                "alpha": float(backend.get("lora_alpha", int(lora_rank))),
                 "dropout": float(backend.get("lora_dropout", 0.0)),
                 "target_modules": backend.get("lora_target_modules"),
             },
@@ -429,7 +429,7 @@ def _copy_defaults(source: Path, into: Path) -> str:
         parents = data.get("defaults")
         if parents is not None:
             listed = [parents] if isinstance(parents, str) else list(parents)
-            copied = [copy(p if Path(p).is_absolute() else path.parent / p) for p in map(str, listed)]
+            copied = [copy(Path(p) if Path(p).is_absolute() else path.parent / p) for p in map(str, listed)]
             data["defaults"] = copied[0] if isinstance(parents, str) else copied
             (into / name).write_text(yaml.safe_dump(data, sort_keys=False))
         else:
