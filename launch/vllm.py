@@ -225,7 +225,7 @@ class VllmBackend(Backend):
         self.sample_calls = 0
         self.stop_ids = sorted({int(self.tokenizer.eos_token_id), *params.stop_token_ids})
 
-    def _make_engine(self):
+    def _make_engine(self) -> Any:  # a vllm.LLM
         from .models import resolve_model
 
         p = self.params
