@@ -54,3 +54,12 @@ def test_a_step_logs_distinct_completions_and_warns_of_copies(tmp_path, caplog):
     (step,) = [e for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines()) if e["type"] == "step"]
     assert step["distinct_completions"] == [1, 4]
     assert "step 0: groups holding identical completions (group 0: 1 of 4)" in caplog.text
+
+
+def test_the_local_backend_draws_a_group_independently():
+    """One generator runs through a whole sample call, so a group's rows are distinct draws."""
+    from discover_ttt.launch.local import LocalBackend, LocalParams
+
+    b = LocalBackend(LocalParams(model="tiny-random", device="cpu", max_new_tokens=8))
+    (group,) = b.sample([[{"role": "user", "content": "hi"}]], 8)
+    assert len({tuple(c.tokens) for c in group}) == 8
