@@ -32,6 +32,15 @@ def test_run_seed_is_the_backend_and_sampler_seed_unless_set(tmp_path):
     assert load_config(raw=config(tmp_path, 7, "b", seed=3)).params["backend"].seed == 3
 
 
+def test_an_explicit_null_seed_stays_null(tmp_path):
+    """The openai backend's ``seed: null`` sends no seed at all (the server's own randomness)."""
+    raw = config(tmp_path, 7, "c")
+    raw["backend"] = {"name": "openai", "base_url": "http://localhost:1/v1", "model": "m"}
+    assert load_config(raw=raw).params["backend"].seed == 7
+    raw["backend"]["seed"] = None
+    assert load_config(raw=raw).params["backend"].seed is None
+
+
 @pytest.fixture
 def one_thread():
     threads = torch.get_num_threads()
