@@ -337,6 +337,7 @@ def _many(evaluate, bodies: dict[str, str]) -> dict[str, tuple]:
         return dict(zip(bodies, pool.map(evaluate, bodies.values()), strict=True))
 
 
+@pytest.mark.slow  # every late-work variant waits out its pause: about a minute on 2 cores
 def test_work_after_the_call_is_timed_or_refused(evaluate):
     outcomes = _many(evaluate, LATE_WORK)
     for name, (outcome, _) in outcomes.items():
