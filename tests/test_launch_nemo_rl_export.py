@@ -60,6 +60,7 @@ def test_export_of_the_erdos_cpu_config(tmp_path):
     ours = yaml.safe_load((out / "discover.yaml").read_text())
     assert ours["problem"]["name"] == "erdos" and ours["run"]["output"] == "run"
     assert ours["backend"]["name"] == "nemo_rl"  # the backend the run really uses
+    assert set(ours["backend"]) == {"name", "model", "chat_template_kwargs"}  # only keys something reads
     assert ours["sampler"]["name"] == "puct" and ours["estimator"]["name"] == "entropic_adaptive"
     loaded = load_config(out / "discover.yaml")
     assert loaded.config.run.output == (out / "run").resolve()

@@ -25,7 +25,6 @@ class NemoRLBackend(Backend):
         model_config = ConfigDict(extra="forbid")
         model: str | None = None  # the policy NeMo RL trains (nemo_rl.yaml's policy.model_name)
         chat_template_kwargs: dict[str, Any] = {}  # applied by the PUCT dataset when it renders prompts
-        nemo_rl_config: str = "nemo_rl.yaml"
 
     def sample(self, prompts, n):
         raise UserError(

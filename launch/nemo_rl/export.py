@@ -325,7 +325,6 @@ def translate(resolved: dict[str, Any], target: Target | None = None) -> Export:
         "name": NemoRLBackend.name,
         "model": model if isinstance(model, str) else None,
         "chat_template_kwargs": dict(backend.get("chat_template_kwargs") or {}),
-        "nemo_rl_config": "nemo_rl.yaml",
     }
     ours["run"] = {**run, "output": "run"}  # relative to discover.yaml's folder
     return Export(nemo=nemo, ours=ours, version=version, untranslated=untranslated, choices=choices)
