@@ -100,16 +100,19 @@ def updated(adapter) -> bool:
     return any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero
 
 
+@pytest.mark.slow  # the runs fixture trains every arm of the table: seconds
 def test_every_arm_draws_the_same_first_step(runs):
     texts = {name: [e["text"] for e in rollouts(events, 0)] for name, (events, _) in runs.items()}
     assert len({tuple(t) for t in texts.values()}) == 1, texts
 
 
+@pytest.mark.slow  # the runs fixture trains every arm of the table: seconds
 def test_the_full_method_trains_and_reuses(runs):
     events, adapter = runs["full"]
     assert updated(adapter) and reused(events) and all("loss" in s["train"] for s in steps(events))
 
 
+@pytest.mark.slow  # the runs fixture trains every arm of the table: seconds
 def test_frozen_applies_no_update_and_keeps_reuse_and_budget(runs):
     events, adapter = runs["frozen"]
     assert not updated(adapter)
@@ -118,18 +121,21 @@ def test_frozen_applies_no_update_and_keeps_reuse_and_budget(runs):
     assert len(rollouts(events)) == STEPS * GROUPS * ROLLOUTS
 
 
+@pytest.mark.slow  # the runs fixture trains every arm of the table: seconds
 def test_no_reuse_starts_every_group_from_a_seed_and_trains(runs):
     events, adapter = runs["no_reuse"]
     assert not reused(events) and updated(adapter)
     assert len({e["parent_id"] for e in rollouts(events)}) == STEPS * GROUPS  # a fresh seed per group
 
 
+@pytest.mark.slow  # the runs fixture trains every arm of the table: seconds
 def test_best_of_n_neither_trains_nor_reuses(runs):
     events, adapter = runs["best_of_n"]
     assert not reused(events) and not updated(adapter)
     assert len(rollouts(events)) == STEPS * GROUPS * ROLLOUTS
 
 
+@pytest.mark.slow  # the runs fixture trains every arm of the table: seconds
 def test_constant_beta_keeps_beta_at_two(runs):
     events, adapter = runs["constant_beta"]
     assert updated(adapter)
@@ -138,6 +144,7 @@ def test_constant_beta_keeps_beta_at_two(runs):
     assert adaptive != {2.0}  # the method's β is solved per group
 
 
+@pytest.mark.slow  # the runs fixture trains every arm of the table: seconds
 def test_expected_reward_advantages_are_reward_minus_mean(runs):
     events, _ = runs["expected_reward"]
     for s in steps(events):

@@ -293,6 +293,7 @@ def events(run_dir):
     return [{k: e.get(k) for k in KEEP} for e in map(json.loads, lines)]
 
 
+@pytest.mark.slow  # two runs with the fake service: seconds
 def test_discover_run_killed_mid_step_resumes_to_the_same_events(tmp_path, monkeypatch):
     from discover_ttt.cli import cli
 
