@@ -187,6 +187,14 @@ def test_bad_requests_are_caller_errors(sb):
         Sandbox(isolation="docker")
 
 
+def test_the_server_folder_bound_into_the_sandbox_holds_files_not_links():
+    # with an editable install discover_ttt/sandbox is a folder of links to discover_core/sandbox;
+    # bwrap binds the server's folder alone, so it must be the real one
+    here = Path(runner_module._HERE)
+    assert here == Path(runner_module.__file__).resolve().parent
+    assert (here / "_server.py").is_file() and not any(p.is_symlink() for p in here.iterdir())
+
+
 def test_isolation_choices(monkeypatch, caplog):
     monkeypatch.setattr(runner_module, "isolation_available", lambda: False)
     monkeypatch.setattr(runner_module, "_warned_plain", False)

@@ -56,7 +56,9 @@ _THREAD_VARS = (
     "NUMEXPR_MAX_THREADS",
     "VECLIB_MAXIMUM_THREADS",
 )
-_HERE = os.path.dirname(os.path.abspath(__file__))
+# The server's folder, with links resolved: bwrap binds this folder alone into the sandbox, where links
+# into the repository (an editable install's link tree, scripts/setup.sh) would point at nothing.
+_HERE = os.path.dirname(os.path.realpath(__file__))
 _GRACE_S = 5.0  # host deadline = program limit + this; the server itself kills at the limit
 _START_TIMEOUT_S = 120.0
 #: how a program's memory is limited: its address space (RLIMIT_AS), or the proportional resident
