@@ -98,6 +98,7 @@ def frozen(tmp_path_factory):
 
 
 @pytest.mark.parametrize("estimator", list(JUDGES))
+@pytest.mark.slow  # trains the tiny model over several seeds: seconds
 def test_test_time_training_beats_the_frozen_model_in_every_seed(estimator, frozen, tmp_path):
     judge = JUDGES[estimator]
     gaps = {}

@@ -65,7 +65,7 @@ def start(discover_bin, env, out, replies, *extra):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow  # three runs in subprocesses (~11 s); tests/test_core_loop_training.py kills one in-process
+@pytest.mark.slow  # three runs in subprocesses (~11 s); test_core_loop.py resumes one in-process cheaply
 def test_kill_and_resume(tmp_path, discover_bin, toy_env):
     replies = tmp_path / "replies.jsonl"
     slow_replies(replies)

@@ -161,6 +161,7 @@ def test_runs_lists_each_run_under_a_folder(toy_run, tmp_path):
     assert [r["run"] for r in rows] == ["a"] and rows[0]["steps_done"] == 0 and rows[0]["best_score"] is None
 
 
+@pytest.mark.slow  # the erdos_run fixture: a two-step Erdős run
 def test_erdos_report_draws_records_target_and_the_construction(erdos_run):
     page = render(read_run(erdos_run))
     assert "record: TTT-Discover (2026)" in page and num(0.3808753232) in page

@@ -224,7 +224,8 @@ def _slow_replies(path, mark: str):
     path.write_text(json.dumps({"text": f"```python\n{body}```"}) + "\n")
 
 
-@pytest.mark.parametrize("presses", [1, 2])
+# one press waits for the step's programs to stop (seconds): slow; two presses stop at once
+@pytest.mark.parametrize("presses", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_ctrl_c_stops_the_step_and_says_how_to_resume(tmp_path, discover_bin, toy_env, presses):
     replies = tmp_path / "slow.jsonl"
     mark = f"dsc-{uuid.uuid4().hex[:11]}"  # this test's programs (15 bytes), not another's still exiting

@@ -209,6 +209,7 @@ def run_events(summary):
     return [e for e in events if e["type"] == "rollout"]
 
 
+@pytest.mark.slow  # a replay run with the real verifier: seconds
 def test_ac1_replay_run_improves_the_seed_and_records_each_failure(tmp_path):
     disc = Discovery(replay_config(tmp_path, "ac1", 5), reporter=Reporter())
     disc.start()
@@ -241,6 +242,7 @@ def test_ac1_replay_run_improves_the_seed_and_records_each_failure(tmp_path):
     assert json.loads(result.output.strip().splitlines()[-1])["score"] == pytest.approx(summary.best_score, rel=1e-12)
 
 
+@pytest.mark.slow  # a replay run with the real verifier: seconds
 def test_ac2_replay_run_improves_the_seed_and_records_each_failure(tmp_path):
     disc = Discovery(replay_config(tmp_path, "ac2", 4), reporter=Reporter())
     disc.start()

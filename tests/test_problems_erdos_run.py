@@ -27,6 +27,7 @@ def erdos_config(tmp_path, *overrides):
     return load_config(tmp_path, list(overrides), raw=raw)
 
 
+@pytest.mark.slow  # a two-step replay run with the real verifier: seconds
 def test_replay_run_lowers_c5_and_records_each_failure(tmp_path):
     try:
         from discover_ttt.sandbox import Sandbox  # noqa: F401
