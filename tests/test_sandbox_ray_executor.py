@@ -58,7 +58,8 @@ def test_missing_ray_names_the_extra(monkeypatch):
 def test_local_executor_is_the_default_pool():
     from discover_ttt.sandbox import Sandbox
 
-    with make_sandbox({"timeout_s": 5, "workers": 1, "isolation": "none", "address": None}) as sb:
+    config = {"timeout_s": 5, "workers": 1, "isolation": "none", "address": None, "preload": []}  # no numpy needed
+    with make_sandbox(config) as sb:
         assert type(sb) is Sandbox and sb.run("def run():\n    return 7\n").value == 7
 
 
