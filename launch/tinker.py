@@ -298,8 +298,8 @@ class TinkerBackend(Backend):
 
         One request per rollout, not one per group with ``num_samples`` = the group size: the
         service has been reported to return token-identical sequences for a multi-sample
-        request that carries a seed (tinker-feedback issue 79), and copies in a group carry
-        no signal. Per-row seeds keep the draws distinct and reproducible; the service's
+        request that carries a seed (github.com/thinking-machines-lab/tinker-feedback/issues/79),
+        and copies in a group carry no signal. Per-row seeds keep the draws distinct and reproducible; the service's
         prefix cache shares the prompt across a group's requests."""
         from .lora.budget import Piece
 

@@ -8,8 +8,8 @@ keyword names, on a toy policy that trains for real:
   token: token t at position k has logit base_KV[k, t] + delta_KV[k, t]; the LoRA-like
   ``delta`` starts at zero, so a fresh training client samples like the base model;
 * ``sample`` draws from softmax(logits) and returns each sampled token's log-prob and the
-  stop reason. As the service has been reported to do (tinker-feedback issue 79), a request
-  with a ``SamplingParams.seed`` restarts the generator from that seed for each of its
+  stop reason. As the service has been reported to do
+  (github.com/thinking-machines-lab/tinker-feedback/issues/79), a request with a ``SamplingParams.seed`` restarts the generator from that seed for each of its
   ``num_samples`` samples, so they come back token-identical; with ``seed=None`` the
   samples are distinct draws (from the fake's own generator, seeded once);
 * ``compute_logprobs`` scores a sequence under the base model (None at position 0);

@@ -99,7 +99,10 @@ def test_one_request_per_rollout_with_token_logprobs_and_distinct_seeds(tmp_path
 
 
 def test_the_fake_returns_copies_for_a_seeded_multi_sample_request(tmp_path):
-    """The reported service behaviour the backend works around (tinker-feedback issue 79)."""
+    """The reported service behaviour the backend works around.
+
+    github.com/thinking-machines-lab/tinker-feedback/issues/79
+    """
     api = fake_api(tmp_path)
     client = api.ServiceClient(api_key="k").create_sampling_client(base_model="toy").result()
     prompt = api.ModelInput.from_ints(tokens=TOKENIZER.encode("<|im_start|>assistant\n"))
