@@ -110,9 +110,12 @@ def test_a_failed_write_leaves_no_half_written_package(tmp_path, monkeypatch):
 def test_templates_are_package_data():
     """Every template file matches the package-data globs, so a wheel ships it."""
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    shipped = {Path(f) for pattern in data["discover_ttt"] for f in glob.glob(str(ROOT / "discover_core" / pattern))}
-    assert shipped == set(template_files()) and shipped
-    assert TEMPLATE.is_relative_to(ROOT / "discover_core")
+    source = ROOT / "discover_core" / "templates" / "new_problem"
+    patterns = [p for p in data["discover_ttt"] if p.startswith("templates/")]
+    shipped = {Path(f) for pattern in patterns for f in glob.glob(str(ROOT / "discover_core" / pattern))}
+    assert shipped == {p for p in source.rglob("*") if p.is_file()} and shipped
+    # the scaffold reads them all, from the package folder (an editable install reaches it through links)
+    assert {p.resolve() for p in template_files()} == shipped
 
 
 def test_templates_are_not_collected_as_code():
