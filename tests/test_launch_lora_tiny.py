@@ -24,7 +24,7 @@ def test_an_adapter_could_make_vowels_likely():
 
 @pytest.mark.slow  # fits an adapter to the preference: seconds
 def test_a_head_at_llamas_init_scale_could_not():
-    """The measurement itself: at Llama's init scale (std 0.02, the old tied head) the vowels stay near uniform."""
+    """The measurement itself: at Llama's init scale (std 0.02, as a head tied to the embeddings is) the vowels stay near uniform."""
     tok = tiny_tokenizer()
     assert preference_ceiling(tiny_model(len(tok), head_std=0.02), vowel_ids(tok)) < 0.2
 
