@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -20,6 +21,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow  # six small runs
 def test_arms_seeds_json_and_picture(tmp_path):
     config = tmp_path / "vowels.yaml"
     config.write_text(

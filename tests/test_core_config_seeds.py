@@ -61,5 +61,3 @@ def test_runs_with_different_seeds_sample_different_rollouts(tmp_path, one_threa
     one, seven, seven_again = (texts(config(tmp_path, s, n)) for s, n in ((1, "s1"), (7, "s7"), (7, "s7b")))
     assert seven == seven_again  # same seed, same noise
     assert sum(a != b for a, b in zip(one, seven, strict=True)) >= len(one) - 1
-    # with backend.seed set, the run seed no longer moves the sampling noise
-    assert texts(config(tmp_path, 1, "p1", seed=5)) == texts(config(tmp_path, 7, "p7", seed=5))
