@@ -62,6 +62,10 @@ def step_scalars(metrics: dict[str, Any]) -> dict[str, float]:
         put(f"seconds/{part}", s)
     for key, x in (metrics.get("train") or {}).items():
         put(f"train/{key}", x)
+    distinct = metrics.get("distinct_completions") or []  # per group; below the group size: copies
+    if distinct:
+        put("distinct/min", min(distinct))
+        put("distinct/mean", sum(distinct) / len(distinct))
     betas = [g["beta"] for g in metrics.get("group_stats", []) if isinstance(g.get("beta"), int | float)]
     if betas:
         put("beta/min", min(betas))

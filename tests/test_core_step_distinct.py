@@ -11,6 +11,7 @@ from discover_ttt.config import load_config
 from discover_ttt.loop import Discovery
 from discover_ttt.progress import Reporter
 from discover_ttt.step import Rollout, distinct_per_group
+from discover_ttt.trackers import step_scalars
 
 
 class CopyingBackend(Backend):
@@ -53,6 +54,8 @@ def test_a_step_logs_distinct_completions_and_warns_of_copies(tmp_path, caplog):
         run_dir = disc.run().run_dir
     (step,) = [e for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines()) if e["type"] == "step"]
     assert step["distinct_completions"] == [1, 4]
+    scalars = step_scalars(step)  # what the experiment trackers receive
+    assert (scalars["distinct/min"], scalars["distinct/mean"]) == (1.0, 2.5)
     assert "step 0: groups holding identical completions (group 0: 1 of 4)" in caplog.text
 
 
