@@ -51,3 +51,22 @@ def test_arms_seeds_json_and_picture(tmp_path):
     frozen = yaml.safe_load((Path(saved["arms"]["best_of_n"]["0"]["run_dir"]) / "config.yaml").read_text())
     assert frozen["backend"]["train"] is False and frozen["sampler"]["name"] == "no_reuse"
     assert (tmp_path / "out" / "learning.png").stat().st_size > 10_000
+
+
+def test_every_arm_and_the_gpu_command_are_valid_configs():
+    """Each arm's switches, with the one-GPU command of docs/results.md, load as a config."""
+    from discover_ttt.config import load_config
+
+    bench = load_script()
+    args = bench.parse_args(
+        "--arms all --seeds 0,1,2 --steps 20 --groups 8 --rollouts 16 --model Qwen/Qwen2.5-Coder-1.5B-Instruct "
+        "--device cuda --max-new-tokens 1024 --temperature 1.0 --set backend.name=vllm --set backend.lora_rank=32 "
+        "--set problem.budget_s=60".split()
+    )
+    doc = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
+    assert "--set backend.name=vllm --set backend.lora_rank=32 --set problem.budget_s=60" in doc
+    for arm, switches in bench.ARMS.items():
+        loaded = load_config(args.config, [*bench.shared_overrides(args), *switches])
+        backend = loaded.params["backend"]
+        assert (backend.device, backend.max_new_tokens, loaded.config.run.rollouts) == ("cuda", 1024, 16), arm
+        assert backend.train is ("backend.train=false" not in switches), arm
