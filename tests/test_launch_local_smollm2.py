@@ -42,3 +42,23 @@ def test_smollm2_samples_and_trains_once(tmp_path):
     assert sum(after[0]) > sum(before[0]) and sum(after[1]) < sum(before[1])
     b.save(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_smollm2_compact_step_is_the_generic_loop():
+    """On the real model the compact CPU step draws what transformers' forward draws, with the
+    learner's log-probs (importance ratio 1 before any update) to float32 rounding."""
+    from discover_ttt.launch.local import LocalBackend, LocalParams
+
+    b = LocalBackend(LocalParams(device="cpu", max_new_tokens=32, seed=5, temperature=1.0, top_p=1.0))
+    prompts = [
+        [{"role": "user", "content": "Write one line of Python that prints 2+2."}],
+        [{"role": "user", "content": "Name a prime number and explain why it is prime."}],
+    ]
+    fast = [c for g in b.sample(prompts, 3) for c in g]
+    b.params = b.params.model_copy(update={"fast_decode": False})
+    b.sample_calls = 0
+    generic = [c for g in b.sample(prompts, 3) for c in g]
+    assert [c.tokens for c in fast] == [c.tokens for c in generic]
+    for f, g, learner in zip(fast, generic, b.logprobs(fast), strict=True):
+        np.testing.assert_allclose(f.logprobs, g.logprobs, atol=1e-4)
+        np.testing.assert_allclose(f.logprobs, learner, atol=1e-4)
