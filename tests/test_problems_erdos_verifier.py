@@ -109,7 +109,8 @@ def test_reverification_uses_the_fast_exact_path(monkeypatch):
     """A new best and discover verify call ErdosProblem.verify: long arrays never take the O(n^2) sum."""
     from discover_ttt.problems.erdos import verifier
 
-    h = np.random.default_rng(0).uniform(0.2, 0.8, 20000)
+    # long = past the FFT threshold; 4 times it keeps the O(n^2) reference below a second
+    h = np.random.default_rng(0).uniform(0.2, 0.8, 4 * verifier.FFT_MIN_N)
     want = c5_direct(verifier.check_h(h))
 
     def refuse(x):
