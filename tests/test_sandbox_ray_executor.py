@@ -68,6 +68,32 @@ def test_an_address_without_the_ray_executor_is_an_error():
         make_sandbox({"executor": "local", "address": "auto"})
 
 
+def test_slots_are_planned_from_each_nodes_free_resources(monkeypatch):
+    """Placement without a cluster: a node holds floor(free / request) programs, a budget is dealt one
+    slot at a time across the nodes, and ``actor_slots`` splits a node's slots into actors."""
+    pytest.importorskip("ray")
+    from discover_ttt.sandbox import ray_executor
+
+    assert ray_executor._capacity({"CPU": 4.0, "GPU": 1.0}, {"CPU": 1.0}) == 4
+    assert ray_executor._capacity({"CPU": 4.0, "GPU": 1.0}, {"CPU": 1.0, "GPU": 1.0}) == 1
+    assert ray_executor._capacity({"CPU": 2.0}, {"CPU": 1.0, "GPU": 1.0}) == 0
+    free = {"a": {"CPU": 3.0}, "b": {"CPU": 1.0}, "c": {"CPU": 0.5}}
+    monkeypatch.setattr(ray_executor, "_room_per_node", lambda: free)
+    sb = object.__new__(ray_executor.RaySandbox)  # no Ray instance: only the arithmetic
+    sb.request, sb.actor_slots = {"CPU": 1.0}, None
+    assert sb._plan(set(), None) == {"a": 3, "b": 1}
+    assert sb._plan(set(), 3) == {"a": 2, "b": 1}
+    assert sb._plan({"a"}, None) == {"b": 1}
+    assert sb._groups({"a": 3, "b": 1}) == [("a", 3), ("b", 1)]
+    sb.actor_slots = 2
+    assert sb._groups({"a": 3, "b": 1}) == [("a", 2), ("a", 1), ("b", 1)]
+    node_id = "ab" * 28  # Ray's node ids are hex
+    options = ray_executor._actor_options(node_id, {"CPU": 1.0, "GPU": 0.5, "memory": 2.0, "accel": 1.0}, 2)
+    assert options["scheduling_strategy"].node_id == node_id and options["scheduling_strategy"].soft is False
+    assert (options["num_cpus"], options["num_gpus"], options["memory"]) == (2.0, 1.0, 4.0)
+    assert options["resources"] == {"accel": 2.0} and options["max_concurrency"] == 4
+
+
 # -- a real local Ray (the session's, tests/conftest.py) -------------------------------------------
 @pytest.fixture(scope="class")
 def rsb(ray_local):
