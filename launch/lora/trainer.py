@@ -20,6 +20,7 @@ import torch
 from discover_ttt.backend import TrainItem
 
 from . import objective
+from .fused import fuse_lora_forwards
 from .params import TrainerParams
 from .tiny import TINY_MODEL
 
@@ -69,6 +70,7 @@ class Trainer:
             torch.manual_seed(self.params.seed)
             self.model = get_peft_model(model, config)
         self.model.eval()  # dropout is 0 by default; eval keeps any other dropout off in sampling and training alike
+        fuse_lora_forwards(self.model)
         if params.gradient_checkpointing:
             enable = getattr(self.model, "activation_checkpointing_enable", None)  # transformers >= 5
             if enable is not None:
