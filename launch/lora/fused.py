@@ -5,9 +5,10 @@ writes B(A x) to a temporary, scales it in a second pass and adds it in a third.
 those passes over the (tokens × out) output cost about a seventh of a training step (the
 MLP's 1,536-wide outputs above all). Here the same sum is one ``addmm``:
 
-    y = addmm(base(x), x Aᵀ, Bᵀ, alpha=s) = base(x) + s · (x Aᵀ) Bᵀ
+    y = base(x).addmm_(x Aᵀ, Bᵀ, alpha=s) = base(x) + s · (x Aᵀ) Bᵀ
 
-the matrix product accumulating onto base(x) directly. Same function, rounding aside (the
+the matrix product accumulating onto base(x) in place (autograd allows it: a linear layer's
+backward needs its input and weight, not its output). Same function, rounding aside (the
 products are summed in another order, ~1e-7 relative); same gradients, by autograd.
 
 Only the plain case is taken over — one active adapter, no dropout, no DoRA or other variant,
@@ -57,6 +58,11 @@ def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if name is None:
         return LoraLinear.forward(self, x, *args, **kwargs)
     result = self.base_layer(x)
-    xa = torch.matmul(x, self.lora_A[name].weight.T).reshape(-1, self.lora_A[name].weight.shape[0])
-    out = torch.addmm(result.reshape(-1, result.shape[-1]), xa, self.lora_B[name].weight.T, alpha=self.scaling[name])
-    return out.view(result.shape)
+    a_w, b_w = self.lora_A[name].weight, self.lora_B[name].weight
+    xa = torch.matmul(x, a_w.T).reshape(-1, a_w.shape[0])
+    if result.is_contiguous():
+        # in place: the base product's output is not kept for its backward, and accumulating into
+        # it spares even the copy an out-of-place addmm makes of it
+        result.view(-1, result.shape[-1]).addmm_(xa, b_w.T, alpha=self.scaling[name])
+        return result
+    return torch.addmm(result.reshape(-1, result.shape[-1]), xa, b_w.T, alpha=self.scaling[name]).view(result.shape)

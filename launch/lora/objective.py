@@ -42,10 +42,15 @@ def _decoder_and_head(model):
 
 
 def _chunk_logprobs(head, hidden_TH, target_T, temperature: float, softcap: float | None) -> torch.Tensor:
-    logits_TV = head(hidden_TH).float()
-    if softcap:
-        logits_TV = softcap * torch.tanh(logits_TV / softcap)
-    logits_TV = logits_TV / temperature
+    if softcap or getattr(head, "bias", None) is not None:
+        logits_TV = head(hidden_TH).float()
+        if softcap:
+            logits_TV = softcap * torch.tanh(logits_TV / softcap)
+        logits_TV = logits_TV / temperature
+    else:
+        # head(h) / T = head(h / T) for a linear head without bias: dividing the hidden states
+        # (positions × width) spares a pass over the logits (positions × vocabulary), rounding aside
+        logits_TV = head(hidden_TH / temperature).float()
     return logits_TV.gather(1, target_T[:, None]).squeeze(1) - torch.logsumexp(logits_TV, dim=-1)
 
 
