@@ -15,6 +15,12 @@ TOY = TESTS / "toy"
 ROOT = TESTS.parent
 sys.path.insert(0, str(TOY))
 
+# One OpenMP/BLAS thread for torch and numpy in the tests (set before either is imported; an explicit
+# value wins). The tiny models are fastest on one thread, and two threads spin-wait for each other
+# when the machine is busy: the local backend's tests took 33 s with two threads, 7 s with one, at a
+# load of 4 on 2 cores. Sandboxed programs get their own value from sandbox.cpus.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture
 def toy_env(tmp_path):

@@ -1,6 +1,7 @@
 """The test tiers: the fast tier's budget check on CI, the tier expressions in pyproject.toml and the
 Makefile, and the coverage comparison of the tiers."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,9 @@ def test_compare_gives_the_fast_tiers_share_of_the_lines_either_tier_covers():
     assert rows[1].split() == ["discover_core", "3", "4", "75%"]
     assert rows[2].split() == ["launch", "1", "7", "14%"]
     assert rows[-1].split() == ["total", "4", "11", "36%"]
+
+
+def test_the_session_gives_torch_and_blas_one_thread_unless_told_otherwise():
+    torch = pytest.importorskip("torch")
+    assert "OMP_NUM_THREADS" in os.environ  # tests/conftest.py sets it before torch is imported
+    assert torch.get_num_threads() == int(os.environ["OMP_NUM_THREADS"])
