@@ -107,7 +107,6 @@ def test_constant_steps_record_the_skipped_update(tmp_path):
     assert all(g["constant"] for s in steps for g in s["group_stats"])
 
 
-@pytest.mark.slow  # three runs that train: seconds; test_core_loop resumes in-process cheaply
 def test_killed_mid_step_resumes_to_the_same_training_run(tmp_path):
     plain = run_config(write_config(tmp_path / "plain"), reporter=Reporter())
     plain_batches = RecordingBackend.batches

@@ -33,7 +33,6 @@ def config(tmp_path, problem, **run):
     return load_config(tmp_path, raw=raw)
 
 
-@pytest.mark.slow  # a run from the record: seconds
 def test_a_warm_start_run_begins_at_the_records_construction_with_its_verified_score(tmp_path):
     record = json.loads((RECORDS / "ac1_ttt_discover_30000.json").read_text())
     problem = {

@@ -156,7 +156,6 @@ def test_train_shapes_advantages_with_base_logprobs(monkeypatch):
         np.testing.assert_allclose(g.numpy(), a + 0.1 * (d_mean - di), atol=1e-5)
 
 
-@pytest.mark.slow  # several samples and updates of the tiny model: seconds
 def test_forced_tokens_get_zero_advantage_and_logprob_zero(monkeypatch):
     b = make_backend(thinking_budget=40, max_new_tokens=64, context_window=300, kl_coef=0.1)
     comps = [c for g in b.sample(PROMPTS[:1], 2) for c in g]
@@ -185,7 +184,6 @@ def test_forced_tokens_get_zero_advantage_and_logprob_zero(monkeypatch):
         assert torch.all(adv[~forced] != 0.0)
 
 
-@pytest.mark.slow  # several samples and updates of the tiny model: seconds
 def test_faithful_mode_gives_forced_tokens_the_rollout_advantage(monkeypatch):
     b = make_backend(thinking_budget=40, max_new_tokens=64, context_window=300, kl_coef=0.0, train_forced_tokens=True)
     comps = [c for c in b.sample(PROMPTS[:1], 2)[0] if any(c.forced)]
@@ -196,7 +194,6 @@ def test_faithful_mode_gives_forced_tokens_the_rollout_advantage(monkeypatch):
     assert seen and all(torch.all(a == 2.0) for a in seen)
 
 
-@pytest.mark.slow  # several samples and updates of the tiny model: seconds
 def test_save_then_load_gives_identical_logprobs_and_samples(tmp_path):
     a = make_backend(lr=1e-2)
     first = [c for g in a.sample(PROMPTS, 2) for c in g]
@@ -224,7 +221,6 @@ def test_save_then_load_gives_identical_logprobs_and_samples(tmp_path):
             np.testing.assert_allclose(ca.logprobs, cb.logprobs, atol=1e-6)
 
 
-@pytest.mark.slow  # several samples and updates of the tiny model: seconds
 def test_sampling_is_deterministic_per_seed_and_call():
     a, b = make_backend(), make_backend()
     assert [c.tokens for c in a.sample(PROMPTS[:1], 3)[0]] == [c.tokens for c in b.sample(PROMPTS[:1], 3)[0]]

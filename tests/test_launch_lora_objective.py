@@ -116,7 +116,6 @@ def test_loss_and_gradient_at_ratios_other_than_one():
         torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
 
 
-@pytest.mark.slow  # two backends, two updates: seconds
 def test_micro_batches_accumulate_to_the_full_batch():
     one_at_a_time, all_at_once = make_backend(micro_batch_size=1), make_backend(micro_batch_size=6)
     items = items_of(one_at_a_time)

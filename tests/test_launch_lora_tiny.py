@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from discover_ttt.launch.lora.tiny import preference_ceiling, tiny_model, tiny_model_and_tokenizer, tiny_tokenizer
@@ -16,13 +15,11 @@ def vowel_ids(tok) -> list[int]:
     return [tok.convert_tokens_to_ids(c) for c in VOWELS]
 
 
-@pytest.mark.slow  # fits an adapter to the preference: seconds
 def test_an_adapter_could_make_vowels_likely():
     model, tok = tiny_model_and_tokenizer()
     assert preference_ceiling(model, vowel_ids(tok)) > 0.8
 
 
-@pytest.mark.slow  # fits an adapter to the preference: seconds
 def test_a_head_at_llamas_init_scale_could_not():
     """The measurement itself: at Llama's init scale (std 0.02, as a head tied to the embeddings is) the vowels stay near uniform."""
     tok = tiny_tokenizer()

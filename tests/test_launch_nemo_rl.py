@@ -241,7 +241,6 @@ def test_driver_without_nemo_rl_names_what_to_install(tmp_path):
     assert "NeMo RL" in str(e.value) and "discover-ttt" in str(e.value)
 
 
-@pytest.mark.slow  # a fresh interpreter imports torch: seconds
 def test_importing_the_adapter_needs_neither_ray_nor_nemo_rl():
     code = (
         "import sys\n"

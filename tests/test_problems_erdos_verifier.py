@@ -76,8 +76,7 @@ def test_c5_matches_the_definition_on_a_small_case():
     assert c5_direct(h) == pytest.approx(max(by_lag) * 2 / 4, rel=1e-15)
 
 
-# the direct formula is O(n²): n = 12000 takes seconds, so it is in the slow tier
-@pytest.mark.parametrize("n", [1, 2, 3, 17, 100, 999, 1000, 4096, pytest.param(12000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 100, 999, 1000, 4096, 12000])
 def test_fft_path_agrees_with_the_direct_formula_to_the_last_bit(n):
     rng = np.random.default_rng(n)
     for _ in range(3 if n < 4096 else 1):
