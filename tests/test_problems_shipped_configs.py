@@ -27,7 +27,7 @@ def test_erdos_starter_code_improves_its_seed():
     seed = problem.initial_states(np.random.default_rng(0), 1)[0]
     assert "def run(" in seed.code and "initial_h_values" in seed.code
     assert "Here is the last program" in problem.prompt(seed)[0]["content"]
-    with Sandbox(timeout_s=30, workers=1, isolation="none") as sandbox:
+    with Sandbox(timeout_s=30, workers=1, isolation="none", preload=("numpy",)) as sandbox:  # all it imports
         outcome = problem.evaluate(Program(seed.code), seed, sandbox)
     assert isinstance(outcome, Evaluation), outcome
     assert outcome.score < seed.score
