@@ -95,7 +95,7 @@ def _real_sandbox():
         from discover_ttt.sandbox import Sandbox
     except ImportError:
         pytest.skip("discover_ttt.sandbox is not available")
-    return Sandbox(timeout_s=30, memory_mb=1024, workers=1)
+    return Sandbox(timeout_s=30, memory_mb=1024, workers=1, preload=("numpy",))  # what the programs here import
 
 
 @pytest.fixture(scope="module", params=["stand-in", "real"])
