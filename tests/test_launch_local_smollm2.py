@@ -6,6 +6,7 @@ Slow (loads and de-quantises the model, ~20 s on 2 cores): run with ``pytest -m 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +63,35 @@ def test_smollm2_compact_step_is_the_generic_loop():
     for f, g, learner in zip(fast, generic, b.logprobs(fast), strict=True):
         np.testing.assert_allclose(f.logprobs, g.logprobs, atol=1e-4)
         np.testing.assert_allclose(f.logprobs, learner, atol=1e-4)
+
+
+def test_the_default_run_is_the_same_run_for_the_same_seed(tmp_path):
+    """The CPU default config (shortened to one step) twice with one seed: the same events, timings aside."""
+    import json
+
+    from test_core_step_golden import without_timings
+
+    from discover_ttt.config import load_config
+    from discover_ttt.loop import Discovery
+    from discover_ttt.progress import Reporter
+
+    root = Path(__file__).parent.parent
+
+    def events(name: str) -> list[str]:
+        overrides = [f"run.output={tmp_path / name}", "run.steps=1", "run.groups=1", "backend.max_new_tokens=48"]
+        disc = Discovery(load_config(root / "problems/erdos/config.yaml", overrides), reporter=Reporter())
+        disc.start()
+        run_dir = disc.run().run_dir
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+        # the train metrics carry the update's own duration, a timing too
+        lines = [
+            json.dumps({**e, "train": {k: v for k, v in e["train"].items() if k != "train_seconds"}})
+            if "train" in e
+            else line
+            for line, e in ((line, json.loads(line)) for line in lines)
+        ]
+        return [without_timings(line) for line in lines]
+
+    first = events("a")
+    assert len(first) == 5  # 4 rollouts and the step
+    assert first == events("b")
