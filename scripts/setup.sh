@@ -23,7 +23,12 @@ links_current() {
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ]; then
   if ! links_current; then
     echo "package files were added or removed: linking the editable install again" >&2
-    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+    # setuptools' warnings go to the log (shown only if the install fails)
+    if ! .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . \
+      --config-settings editable_mode=strict >.venv/.links.log 2>&1; then
+      cat .venv/.links.log >&2
+      exit 1
+    fi
     links_hash >"$links_stamp"
   fi
   exit 0
