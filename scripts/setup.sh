@@ -17,7 +17,10 @@ links_hash() {
     find "${package_dirs[@]}" -type f -not -path '*/__pycache__/*'; } | sort | sha256sum | cut -d' ' -f1
 }
 links_current() {
+  # a later plain `pip install -e .` (e.g. of an extra) puts back setuptools' import-hook finder, which
+  # static tools cannot follow: the install counts as current only while its .pth names the link tree
   compgen -G "build/__editable__.*/discover_ttt/__init__.py" >/dev/null &&
+    grep -qs "build/__editable__" .venv/lib/python*/site-packages/__editable__.discover_ttt-*.pth &&
     [ "$(cat "$links_stamp" 2>/dev/null)" = "$(links_hash)" ]
 }
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ]; then
