@@ -116,6 +116,7 @@ class LocalParams(TrainerParams, SamplerParams):
     fast_decode: bool = Field(
         True,
         description="Decode Llama-architecture float32 models on the CPU with the compact step of "
-        "launch/local/fastdecode.py (the same logits to float32 rounding, about 1.25x the tokens/s of the generic loop on the CPU default); needs the "
-        "adapter folded. GPUs and other architectures always use transformers' forward.",
+        "launch/local/fastdecode.py (the same logits to float32 rounding; about 1.25x the generic loop's "
+        "tokens/s on the CPU default); needs the adapter folded. GPUs and other architectures always use "
+        "transformers' forward.",
     )
