@@ -239,3 +239,23 @@ def run():
     wrote, sees_project, sees_ssh, pid = r.value
     assert not wrote and not sees_project and not sees_ssh
     assert pid < 100  # its own pid namespace
+
+
+def test_closing_the_sandbox_under_a_running_program_ends_it_as_a_crash():
+    """Ctrl-C closes the sandbox while a program runs: the program's result is a clean failure that
+    says so, never an exception from the slot's pipes closing under it."""
+    sandbox = Sandbox(timeout_s=30, workers=1, isolation="none", preload=())
+    sandbox.start()
+    results: list = []
+    thread = threading.Thread(
+        target=lambda: results.append(sandbox.run("import time\ndef run():\n    time.sleep(20)\n")), daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not sandbox._idle.empty() and time.monotonic() < deadline:  # the program has its slot
+        time.sleep(0.01)
+    sandbox.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    (result,) = results
+    assert not result.ok and result.kind == "crash" and "shut down" in result.error

@@ -247,8 +247,10 @@ class _Worker:
 
     def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
         """The running server's stdin and stdout (pipes, opened by ``_start``)."""
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
-        return self.proc.stdin, self.proc.stdout
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise _ServerDied  # killed under us: the sandbox was closed while a program ran
+        return proc.stdin, proc.stdout
 
     def _readline(self, deadline: float) -> bytes | None:
         if not self._read_until(lambda: b"\n" in self.buf, deadline):
@@ -266,30 +268,34 @@ class _Worker:
         return data
 
     def _kill(self) -> None:
-        """Kill the server with its whole sandbox (its own session; bwrap takes its namespace down)."""
-        if self.proc is not None:
+        """Kill the server with its whole sandbox (its own session; bwrap takes its namespace down).
+
+        Safe to call from two threads at once (Sandbox.close() while the slot's own run gives up):
+        each takes the process and folder it found and clears them before acting."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             try:
-                self.proc.kill()
+                proc.kill()
             except ProcessLookupError:
                 pass
-            self.proc.wait()
-            for stream in (self.proc.stdin, self.proc.stdout):
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     stream.close()
-            self.proc = None
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
+        root, self.root = self.root, None
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None and proc.stdin is not None:
             try:
-                self._pipes()[0].close()  # the server leaves its loop at end of input
-                self.proc.wait(timeout=2)
+                proc.stdin.close()  # the server leaves its loop at end of input
+                proc.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill()
@@ -310,7 +316,15 @@ class _Worker:
             line = self._readline(deadline)
             header = json.loads(line) if line is not None else None
             payload = self._readexact(header["value_len"], deadline + 30) if header is not None else None
-        except (_ServerDied, BrokenPipeError):
+        except (_ServerDied, OSError, ValueError) as exc:
+            if self.sandbox.closed:
+                # Sandbox.close() (e.g. on Ctrl-C) killed this slot's server while the program ran: its
+                # pipes closed under us (a closed file raises ValueError, a closed descriptor OSError)
+                self._kill()
+                error = "the sandbox was shut down while the program ran (the run is stopping)"
+                return SandboxResult(False, kind="crash", seconds=time.monotonic() - started, error=error)
+            if not isinstance(exc, (_ServerDied, BrokenPipeError)):
+                raise
             tail = self._log_tail()
             self._kill()
             error = "the sandbox server died while running the program (the program may have killed it)"
@@ -472,8 +486,12 @@ class Sandbox:
             for slot in reversed(slots):
                 self._idle.put(slot)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        """Stop the servers and remove their folders."""
+        """Stop the servers and remove their folders (a program still running ends as a crash)."""
         self._closed = True
         for slot in self._slots:
             slot.close()
