@@ -6,6 +6,7 @@ module is imported, so listing plugins stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,8 +92,14 @@ class LocalBackend(Backend):
             with self.trainer.merged_for_sampling(p.merge_for_sampling) as folded:
                 # the compact CPU step reads the base weights, so it needs the adapter folded into them
                 fast = p.fast_decode and folded and fastdecode.unsupported_reason(self.model) is None
+                # the folded weights, gathered once for every batch of this call
+                loop = (
+                    functools.partial(fastdecode.fast_decode, decoder=fastdecode.LlamaDecoder(self.model))
+                    if fast
+                    else decode
+                )
                 for k in range(0, len(batch_rows), p.sample_batch_size):
-                    pieces += (fastdecode.fast_decode if fast else decode)(
+                    pieces += loop(
                         self.model,
                         batch_rows[k : k + p.sample_batch_size],
                         budgets[k : k + p.sample_batch_size],

@@ -167,12 +167,14 @@ def fast_decode(
     pad_id: int,
     generator: torch.Generator,
     on_step: Callable[[int, int, int], None] | None = None,
+    decoder: LlamaDecoder | None = None,
 ) -> list[Piece]:
     """``sampling.decode`` with ``LlamaDecoder`` steps: the same contract, and the same draws for the
-    same logits (``sampling.sample_loop`` with the caller's generator)."""
+    same logits (``sampling.sample_loop`` with the caller's generator). ``decoder``: one already built
+    for ``model`` with its current weights (a caller decoding several batches gathers them once)."""
     from ..lora.compat import output_cache
 
-    decoder = LlamaDecoder(model)
+    decoder = decoder or LlamaDecoder(model)
     distinct: dict[tuple[int, ...], int] = {}
     row_to_distinct = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
     # prefill each distinct prompt alone (no padding): its keys/values, kept once
