@@ -94,3 +94,83 @@ def test_backend_same_seed_same_samples_either_path():
     assert fast == [c.tokens for g in backend().sample(PROMPTS, 2) for c in g]
     generic = [c.tokens for g in backend(fast_decode=False).sample(PROMPTS, 2) for c in g]
     assert fast == generic
+
+
+# -- several positions per step (guessed tokens) ---------------------------------------------
+
+REPEATING = [[5, 6, 7, 8, 9, 10, 11] * 4] * 2 + [[12, 13, 14] * 5] * 2
+
+
+def decode_with(model, draft_tokens: int, temperature: float = 0.1):  # low: the random model repeats itself
+    steps = []
+    pieces = fastdecode.fast_decode(
+        model,
+        REPEATING,
+        [24, 30, 17, 30],
+        temperature=temperature,
+        top_p=0.9,
+        stop_ids={10**6},
+        pad_id=0,
+        generator=torch.Generator().manual_seed(2),
+        draft_tokens=draft_tokens,
+        on_step=lambda *counts: steps.append(counts),
+    )
+    return pieces, steps
+
+
+def test_guesses_change_no_draw_and_save_steps():
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_tokenizer()
+    plain, plain_steps = decode_with(model, 0)
+    guessed, guessed_steps = decode_with(model, 4)
+    assert [p.tokens for p in guessed] == [p.tokens for p in plain]
+    for a, b in zip(plain, guessed, strict=True):
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-5
+    assert [len(p.tokens) for p in guessed] == [24, 30, 17, 30]  # budgets hold with several tokens a step
+    assert len(guessed_steps) < len(plain_steps)  # guesses were drawn as guessed: fewer steps
+    assert sum(s[0] for s in guessed_steps) == sum(s[0] for s in plain_steps) == 101  # every token reported once
+
+
+def test_guessed_steps_stop_at_a_stop_token():
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_tokenizer()
+    plain, _ = decode_with(model, 0)
+    stop = plain[1].tokens[12]  # a token drawn mid-row: every row stops at its first draw of it
+    kwargs = dict(temperature=0.1, top_p=0.9, pad_id=0, stop_ids={stop})
+    results = [
+        fastdecode.fast_decode(
+            model, REPEATING, [24, 30, 17, 30], generator=torch.Generator().manual_seed(2), draft_tokens=k, **kwargs
+        )
+        for k in (0, 4)
+    ]
+    assert [p.tokens for p in results[0]] == [p.tokens for p in results[1]]
+    assert results[1][1].tokens[-1] == stop and results[1][1].stopped and len(results[1][1].tokens) <= 13
+
+
+def test_drafter_guesses_what_followed_the_latest_longest_match():
+    d = fastdecode.Drafter([[1, 2, 3, 4, 9, 2, 3, 5, 7]])
+    assert d.guess(0, 3) == ([], 0)  # 7 occurred nowhere before
+    d.extend(0, [2, 3])  # ends with 2 3: seen twice; the latest (… 2 3 5) wins, and 7 2 3 is longer than 2 3
+    assert d.guess(0, 3) == ([5, 7, 2], 2)
+    d.extend(0, [5])  # 2 3 5 occurred once: the 3-token match
+    assert d.guess(0, 2) == ([7, 2], 3)
+    assert d.guess(0, 0) == ([], 0)
+
+
+def test_positions_per_step_weighs_chances_against_cost():
+    eight = [[1, 2, 3, 4]] * 8
+    assert fastdecode.positions_per_step([[]] * 8, [0.5] * 8) == 1  # nothing guessed
+    assert fastdecode.positions_per_step(eight, [0.05] * 8) == 1  # guesses rarely drawn: not worth a wider step
+    assert fastdecode.positions_per_step(eight, [0.95] * 8) == 5  # nearly always drawn: every guess
+    record = fastdecode.GuessRecord()
+    assert record.chance(3) == 0.5
+    record.add(3, checked=8, kept=8)
+    record.fade()
+    assert record.chance(3) > 0.8 and record.chance(1) == 0.5
+
+
+@pytest.mark.parametrize("rows", [1, 8, 11, 16, 70])
+def test_packed_products_equal_the_plain_product(rows):
+    gen = torch.Generator().manual_seed(0)
+    weight_OI, x_MI = torch.randn(40, 24, generator=gen), torch.randn(rows, 24, generator=gen)
+    torch.testing.assert_close(fastdecode._Weight(weight_OI)(x_MI), x_MI @ weight_OI.T, atol=1e-5, rtol=1e-5)

@@ -1,8 +1,10 @@
 """The pieces that make CPU decoding fast give the same draws as the plain forms they replace:
-the nucleus found among the top candidates, the exponential race, the reserved key/value
-cache, and the adapter folded into the weights while sampling."""
+the nucleus found among the top candidates, the draw by inverting the cumulative sum, the reserved
+key/value cache, and the adapter folded into the weights while sampling."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -23,7 +25,9 @@ def test_sample_tokens_draws_inside_the_nucleus_with_its_logprob(monkeypatch, to
     logits_BV = torch.randn(16, 300, generator=gen) * 2
     ref_BV = sampling.nucleus_logprobs(logits_BV, 0.7, top_p)
     for _ in range(20):
-        tok_B, logq_B = sampling.sample_tokens(logits_BV, 0.7, top_p, gen)
+        tok_B, logq_B = sampling.sample_tokens(
+            logits_BV, 0.7, top_p, torch.rand(16, generator=gen, dtype=torch.float64)
+        )
         picked_B = ref_BV.gather(1, tok_B[:, None]).squeeze(1)
         assert torch.isfinite(picked_B).all()  # never outside the nucleus
         torch.testing.assert_close(logq_B, picked_B, atol=1e-5, rtol=0)
@@ -34,17 +38,37 @@ def test_sample_tokens_frequencies_follow_q(monkeypatch, candidates):
     monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", candidates)
     logits_BV = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]]).repeat(20_000, 1)
     q = sampling.nucleus_logprobs(logits_BV[:1], 0.8, 0.95).exp()[0].numpy()
-    tok_B, _ = sampling.sample_tokens(logits_BV, 0.8, 0.95, torch.Generator().manual_seed(1))
+    u_B = torch.rand(len(logits_BV), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tok_B, _ = sampling.sample_tokens(logits_BV, 0.8, 0.95, u_B)
     freq = np.bincount(tok_B.numpy(), minlength=6) / len(tok_B)
     assert q[-1] == 0 and freq[-1] == 0  # the last token is outside the 0.95 nucleus
     assert np.all(np.abs(freq - q) <= 4 * np.sqrt(q * (1 - q) / len(tok_B)) + 1e-9), (freq, q)  # 4 standard errors
 
 
-def test_sample_tokens_is_a_pure_function_of_the_generator():
+def test_sample_tokens_is_a_pure_function_of_the_uniforms():
     logits_BV = torch.randn(4, 500, generator=torch.Generator().manual_seed(3))
-    a = sampling.sample_tokens(logits_BV, 1.0, 0.9, torch.Generator().manual_seed(5))
-    b = sampling.sample_tokens(logits_BV, 1.0, 0.9, torch.Generator().manual_seed(5))
+    u_B = sampling.draw_uniforms(4, 1, torch.Generator().manual_seed(5), "cpu")[:, 0]
+    a = sampling.sample_tokens(logits_BV, 1.0, 0.9, u_B)
+    b = sampling.sample_tokens(logits_BV, 1.0, 0.9, u_B.clone())
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.6])
+def test_sample_tokens_inverts_the_cumulative_sum_at_u(top_p):
+    """u anywhere inside a token's interval of the cumulative sum picks that token;
+    u at the very top never picks a token of probability 0."""
+    logits_BV = torch.tensor([[0.0, 1.0, float("-inf"), 2.0, float("-inf")]])
+    q = sampling.nucleus_logprobs(logits_BV, 1.0, top_p).exp()[0].double()
+    order = [3, 1, 0] if top_p < 1 else [0, 1, 3]  # the nucleus is searched by rank, the whole vocabulary by id
+    kept = [i for i in order if q[i] > 0]
+    edge = 0.0
+    for i in kept:
+        lo, edge = edge, edge + float(q[i])
+        for u in (lo + 1e-6, (lo + edge) / 2, edge - 1e-6):  # inside token i's interval
+            tok, logq = sampling.sample_tokens(logits_BV, 1.0, top_p, torch.tensor([u], dtype=torch.float64))
+            assert int(tok) == i and abs(float(logq) - math.log(q[i])) < 1e-6, (u, i)
+    top = torch.tensor([1.0 - 1e-17], dtype=torch.float64)  # rounds to 1.0 · total
+    assert int(sampling.sample_tokens(logits_BV, 1.0, top_p, top)[0]) == kept[-1]
 
 
 def test_reserved_cache_returns_what_concatenation_would():

@@ -94,7 +94,9 @@ class LocalBackend(Backend):
                 fast = p.fast_decode and folded and fastdecode.unsupported_reason(self.model) is None
                 # the folded weights, gathered once for every batch of this call
                 loop = (
-                    functools.partial(fastdecode.fast_decode, decoder=fastdecode.LlamaDecoder(self.model))
+                    functools.partial(
+                        fastdecode.fast_decode, decoder=fastdecode.LlamaDecoder(self.model), draft_tokens=p.draft_tokens
+                    )
                     if fast
                     else decode
                 )

@@ -10,7 +10,22 @@ computes the same function with
   ``sample`` call, after the adapter was folded into them: ``Trainer.merged_for_sampling``);
 - grouped-query attention without copies (the query heads of a key/value head as one axis);
 - the prompt's keys/values kept once per distinct prompt, not once per rollout: the scores
-  of a rollout are [q·K_prompt, q·K_generated], one softmax over both.
+  of a rollout are [q·K_prompt, q·K_generated], one softmax over both;
+- the weights packed once for MKL's matrix product (``torch.ops.mkl._mkl_linear``) where torch has
+  it: a product of a few rows with a weight is limited by reading the weight, and MKL's unpacked
+  path reads it at about half the speed the packed one does;
+- several positions per row in one step (speculative decoding, ``draft_tokens``): each row's
+  next tokens are guessed by looking up its last few tokens earlier in its own prompt and
+  completion (a program being rewritten copies long runs of its parent), and one step computes
+  the logits after the last sampled token and after each guessed one. Reading the weights
+  dominates a step, so checking 8 guesses costs about 1.5 steps.
+
+Speculation changes no draw. Row b's token at generated position t is drawn by inverting q's
+cumulative sum at a uniform u[b, t] drawn before decoding (``sampling.sample_tokens``). A step
+draws the token after the last sampled one and after each guess; guesses are kept while they
+equal the tokens drawn, and the first draw that differs is kept too. Every kept token was drawn
+from the logits of its true prefix with its own u[b, t]: the tokens and log-probs are those of
+the one-token loop (to float32 rounding of the logits), whatever the guesses were.
 
 It is the same model: RMSNorm, rotary embedding (transformers' own ``inv_freq`` and
 ``attention_scaling``), SiLU MLP and the tied or untied head as in ``LlamaForCausalLM``, in
@@ -32,7 +47,16 @@ import torch
 import torch.nn.functional as F
 
 from ..lora.budget import Piece
-from .sampling import sample_loop
+from .sampling import draw_uniforms, sample_tokens
+
+#: Most guessed tokens checked per row and step (``LocalParams.draft_tokens`` by default).
+DRAFT_TOKENS = 4
+#: Longest run of last tokens looked up to guess what follows (the longest match found wins).
+DRAFT_NGRAM = 3
+#: Seconds of a step with S positions per row relative to one position, for 8 rows (SmolLM2-135M,
+#: 2 CPU threads, 50–400 tokens generated; ``benchmarks/local_backend.py --steps`` measures it).
+#: Only the shape matters: it weighs how many positions a step checks against what it costs.
+STEP_COST = (1.0, 1.23, 1.39, 1.55, 1.85)
 
 
 def _inner(model):
@@ -68,6 +92,39 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
+def _mkl_packing() -> bool:
+    return bool(getattr(torch._C, "has_mkl", False)) and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
+class _Weight:
+    """x ↦ x Wᵀ for one (out, in) weight: MKL's packed product where torch has it, else a product
+    with the transposed copy (on the CPU ``x @ W_t``, W_t contiguous, is about twice ``x @ W.T``).
+
+    MKL packs a weight for a number of rows, and a product with exactly that many rows is the fast
+    one (on the CPU default: 36 ms a step for 8 rows, 44 for 16, but 60–78 for 10 or 12 rows with
+    the packing for 8): inputs are padded with zero rows up to the next of ``ROWS``, each
+    packing made when first needed."""
+
+    ROWS = (8, 16, 24, 32, 48, 64)
+
+    def __init__(self, weight_OI: torch.Tensor) -> None:
+        self.weight_OI = weight_OI.contiguous()
+        self.packed: dict[int, torch.Tensor] = {}
+        self.weight_IO = None if _mkl_packing() else self.weight_OI.T.contiguous()
+
+    def __call__(self, x_MI: torch.Tensor) -> torch.Tensor:
+        M = x_MI.shape[0]
+        rows = next((r for r in self.ROWS if r >= M), None)
+        if self.weight_IO is not None or rows is None:
+            return x_MI @ (self.weight_IO if self.weight_IO is not None else self.weight_OI.T)
+        packed = self.packed.get(rows)
+        if packed is None:
+            packed = self.packed[rows] = torch.ops.mkl._mkl_reorder_linear_weight(self.weight_OI, rows)
+        if M < rows:
+            x_MI = torch.cat((x_MI, x_MI.new_zeros(rows - M, x_MI.shape[1])))
+        return torch.ops.mkl._mkl_linear(x_MI, packed, self.weight_OI, None, rows)[:M]
+
+
 class LlamaDecoder:
     """The decoding step of one Llama-family model, weights gathered once (per ``sample`` call)."""
 
@@ -76,8 +133,7 @@ class LlamaDecoder:
         cfg, body = inner.config, inner.model
         self.model = model
         self.embed = body.embed_tokens.weight
-        # (in, out) layouts: on the CPU x @ W_t with W_t contiguous is about twice as fast as x @ W.T
-        self.head_t = inner.lm_head.weight.T.contiguous()
+        self.head = _Weight(inner.lm_head.weight)
         self.norm_w, self.eps = body.norm.weight, float(body.norm.variance_epsilon)
         self.inv_freq = body.rotary_emb.inv_freq.float()
         self.rope_scale = float(getattr(body.rotary_emb, "attention_scaling", 1.0))
@@ -90,11 +146,11 @@ class LlamaDecoder:
             self.layers.append(
                 (
                     layer.input_layernorm.weight,
-                    torch.cat([_weight(att.q_proj), _weight(att.k_proj), _weight(att.v_proj)]).T.contiguous(),
-                    _weight(att.o_proj).T.contiguous(),
+                    _Weight(torch.cat([_weight(att.q_proj), _weight(att.k_proj), _weight(att.v_proj)])),
+                    _Weight(_weight(att.o_proj)),
                     layer.post_attention_layernorm.weight,
-                    torch.cat([_weight(mlp.gate_proj), _weight(mlp.up_proj)]).T.contiguous(),
-                    _weight(mlp.down_proj).T.contiguous(),
+                    _Weight(torch.cat([_weight(mlp.gate_proj), _weight(mlp.up_proj)])),
+                    _Weight(_weight(mlp.down_proj)),
                 )
             )
 
@@ -102,46 +158,144 @@ class LlamaDecoder:
         return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
     @staticmethod
-    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+        # transformers' x·cos + rotate_half(x)·sin, rotate_half(x) = [−x₂, x₁]: the sign moved into
+        # the sine ([−sin₁, sin₂]) makes the rotation a roll, the same numbers in fewer operations
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
-    def step(self, tok_B, pos_B, t: int, runs, prompt_kv, gen_kv) -> torch.Tensor:
-        """Logits (B, V) after feeding ``tok_B`` at positions ``pos_B``; its keys/values are written
-        at generated index ``t``. ``runs``: (start, end, u) row ranges sharing distinct prompt u."""
-        B, H, KV, Dh = tok_B.shape[0], self.H, self.KV, self.Dh
-        G = H // KV
-        freqs_BD = pos_B[:, None].float() * self.inv_freq[None]
-        emb_BD = torch.cat((freqs_BD, freqs_BD), dim=-1)
-        cos_B1D = (emb_BD.cos() * self.rope_scale)[:, None]
-        sin_B1D = (emb_BD.sin() * self.rope_scale)[:, None]
+    def step(self, tok_BS, pos_BS, start_B, runs, prompt_kv, gen_kv) -> torch.Tensor:
+        """Logits (B·S, V) after feeding row b's S tokens ``tok_BS[b]`` at positions ``pos_BS[b]``;
+        their keys/values are written at generated indices start_B[b] … start_B[b]+S−1, and query s
+        of row b sees the generated keys up to index start_B[b]+s (what was written further along
+        by an earlier step is stale and stays unseen). ``runs``: (start, end, u) row ranges sharing
+        distinct prompt u."""
+        (B, S), H, KV, Dh = tok_BS.shape, self.H, self.KV, self.Dh
+        G, X = H // KV, S * (H // KV)  # X: a row's queries per key/value head, position-major
+        freqs_MD = pos_BS.reshape(-1, 1).float() * self.inv_freq[None]
+        emb_MD = torch.cat((freqs_MD, freqs_MD), dim=-1)
+        half = emb_MD.shape[-1] // 2
+        cos_M1D = (emb_MD.cos() * self.rope_scale)[:, None]
+        sin_M1D = (emb_MD.sin() * self.rope_scale)[:, None]
+        sin_M1D[..., :half] *= -1
         scale = Dh**-0.5
-        x_BD = self.embed[tok_B]
+        row_M = torch.arange(B).repeat_interleave(S)
+        gen_M = (start_B[:, None] + torch.arange(S)).reshape(-1)
+        Tk = int(start_B.max()) + S
+        # key j of row b is visible to query s iff j <= start_B[b] + s
+        hidden_B1XT = (torch.arange(Tk)[None, None, :] > gen_M.view(B, S, 1)).repeat_interleave(G, dim=1)[:, None]
+        mask_B1XT = torch.zeros(hidden_B1XT.shape).masked_fill_(hidden_B1XT, float("-inf"))
+        x_MD = self.embed[tok_BS.reshape(-1)]
         for li, (w_in, w_qkv, w_o, w_post, w_gu, w_down) in enumerate(self.layers):
-            qkv = self._rms(x_BD, w_in) @ w_qkv
-            q_BHD = self._rope(qkv[:, : H * Dh].view(B, H, Dh), cos_B1D, sin_B1D)
-            k_BKD = self._rope(qkv[:, H * Dh : (H + KV) * Dh].view(B, KV, Dh), cos_B1D, sin_B1D)
+            qkv = w_qkv(self._rms(x_MD, w_in))
+            M = qkv.shape[0]
+            qk_MND = self._rope(qkv[:, : (H + KV) * Dh].view(M, H + KV, Dh), cos_M1D, sin_M1D)
+            q_MHD, k_MKD = qk_MND[:, :H], qk_MND[:, H:]
             gen_k, gen_v = gen_kv[li]
-            gen_k[:, :, t] = k_BKD
-            gen_v[:, :, t] = qkv[:, (H + KV) * Dh :].view(B, KV, Dh)
-            q_BKGD = q_BHD.view(B, KV, G, Dh) * scale
-            out_BKGD = torch.empty_like(q_BKGD)
+            gen_k[row_M, :, gen_M] = k_MKD
+            gen_v[row_M, :, gen_M] = qkv[:, (H + KV) * Dh :].view(M, KV, Dh)
+            # (B, KV, S·G, Dh): a row's query heads of one key/value head and its S positions as one axis
+            q_BKXD = (q_MHD.view(B, S, KV, G, Dh) * scale).transpose(1, 2).reshape(B, KV, X, Dh)
+            out_BKXD = torch.empty_like(q_BKXD)
             for start, end, u in runs:
                 pk_KPD, pv_KPD = prompt_kv[li][u]
                 n, P = end - start, pk_KPD.shape[1]
-                # the run's rows and query heads as one axis per key/value head: plain batched
+                # the run's rows and queries as one axis per key/value head: plain batched
                 # products against the one copy of the prompt's keys/values
-                q_KMD = q_BKGD[start:end].transpose(0, 1).reshape(KV, n * G, Dh)
-                s_prompt = torch.bmm(q_KMD, pk_KPD.transpose(1, 2)).view(KV, n, G, P).transpose(0, 1)
-                s_gen = torch.matmul(q_BKGD[start:end], gen_k[start:end, :, : t + 1].transpose(-1, -2))
-                a = torch.cat((s_prompt, s_gen), dim=-1).softmax(dim=-1)  # (n, KV, G, P + t + 1)
-                a_KMP = a[..., :P].transpose(0, 1).reshape(KV, n * G, P)
-                from_prompt = torch.bmm(a_KMP, pv_KPD).view(KV, n, G, Dh).transpose(0, 1)
-                out_BKGD[start:end] = from_prompt + torch.matmul(a[..., P:], gen_v[start:end, :, : t + 1])
-            x_BD = x_BD + out_BKGD.reshape(B, H * Dh) @ w_o
-            gu = self._rms(x_BD, w_post) @ w_gu
-            x_BD = x_BD + (F.silu(gu[:, : self.I]) * gu[:, self.I :]) @ w_down
-        return self._rms(x_BD, self.norm_w) @ self.head_t
+                q_KND = q_BKXD[start:end].transpose(0, 1).reshape(KV, n * X, Dh)
+                s_prompt = torch.bmm(q_KND, pk_KPD.transpose(1, 2)).view(KV, n, X, P).transpose(0, 1)
+                s_gen = torch.matmul(q_BKXD[start:end], gen_k[start:end, :, :Tk].transpose(-1, -2))
+                a = torch.cat((s_prompt, s_gen + mask_B1XT[start:end]), dim=-1).softmax(dim=-1)  # (n, KV, X, P+Tk)
+                a_KNP = a[..., :P].transpose(0, 1).reshape(KV, n * X, P)
+                from_prompt = torch.bmm(a_KNP, pv_KPD).view(KV, n, X, Dh).transpose(0, 1)
+                out_BKXD[start:end] = from_prompt + torch.matmul(a[..., P:], gen_v[start:end, :, :Tk])
+            att_MD = out_BKXD.view(B, KV, S, G, Dh).transpose(1, 2).reshape(M, H * Dh)
+            x_MD = x_MD + w_o(att_MD)
+            gu = w_gu(self._rms(x_MD, w_post))
+            x_MD = x_MD + w_down(F.silu(gu[:, : self.I]) * gu[:, self.I :])
+        return self.head(self._rms(x_MD, self.norm_w))
+
+
+class Drafter:
+    """Guesses of what follows each row: the tokens that followed the most recent earlier
+    occurrence of the row's last ``n`` tokens (n = ``DRAFT_NGRAM`` down to 1) in its prompt and
+    completion. Kept as dictionaries from n-grams to where they last ended, updated per token."""
+
+    def __init__(self, rows: Sequence[Sequence[int]], ngram: int = DRAFT_NGRAM) -> None:
+        self.ngram = ngram
+        self.ctx = [list(r) for r in rows]
+        self.ends: list[dict[tuple[int, ...], int]] = []
+        shared: dict[tuple[int, ...], dict[tuple[int, ...], int]] = {}
+        for row in rows:  # rows of one prompt start from one index (copied)
+            key = tuple(row)
+            if key not in shared:
+                ends: dict[tuple[int, ...], int] = {}
+                for e in range(1, len(row)):  # n-grams ending before the last position
+                    for n in range(1, min(ngram, e) + 1):
+                        ends[tuple(row[e - n : e])] = e
+                shared[key] = ends
+            self.ends.append(dict(shared[key]))
+
+    def extend(self, b: int, tokens: Sequence[int]) -> None:
+        ctx, ends = self.ctx[b], self.ends[b]
+        for t in tokens:
+            e = len(ctx)  # the n-grams ending at the current end become earlier occurrences
+            for n in range(1, min(self.ngram, e) + 1):
+                ends[tuple(ctx[e - n : e])] = e
+            ctx.append(t)
+
+    def guess(self, b: int, k: int) -> tuple[list[int], int]:
+        """Up to ``k`` guessed tokens for row b and the length of the match they come from (0: none)."""
+        ctx, ends = self.ctx[b], self.ends[b]
+        if k <= 0:
+            return [], 0
+        for n in range(min(self.ngram, len(ctx)), 0, -1):
+            e = ends.get(tuple(ctx[len(ctx) - n :]))
+            if e is not None:
+                return ctx[e : e + k], n
+        return [], 0
+
+
+class GuessRecord:
+    """How often guesses were drawn as guessed, by the length of the match they came from, the
+    counts fading by ``FADE`` a step so that the record follows the text (a program copied from
+    the prompt, then new code)."""
+
+    FADE = 0.95
+
+    def __init__(self) -> None:
+        self.checked: dict[int, float] = {}
+        self.kept: dict[int, float] = {}
+
+    def add(self, n: int, checked: int, kept: int) -> None:
+        self.checked[n] = self.checked.get(n, 0.0) + checked
+        self.kept[n] = self.kept.get(n, 0.0) + kept
+
+    def fade(self) -> None:
+        for counts in (self.checked, self.kept):
+            for n in counts:
+                counts[n] *= self.FADE
+
+    def chance(self, n: int) -> float:
+        """The chance that a guess from an n-token match is drawn: (kept + 1) / (checked + 2)."""
+        return (self.kept.get(n, 0.0) + 1.0) / (self.checked.get(n, 0.0) + 2.0)
+
+
+def positions_per_step(guesses: Sequence[Sequence[int]], chances: Sequence[float]) -> int:
+    """Positions per row for the next step: the S that maximises expected tokens per unit of cost.
+
+    Row b keeps the token after its last one and then its guesses while they are drawn as
+    guessed: with a_b the chance that one of its guesses is drawn, a step of S positions adds
+    Σ_{j ≤ min(len(guess_b), S−1)} a_bʲ tokens in expectation, at the cost ``STEP_COST[S−1]``.
+    Decided from the tokens alone, so the same seed gives the same steps (and the draws never
+    depend on the guesses).
+    """
+    longest = max((len(g) for g in guesses), default=0)
+    best, best_rate = 1, 0.0
+    for S in range(1, min(longest + 1, len(STEP_COST)) + 1):
+        expected = sum(sum(a**j for j in range(min(len(g), S - 1) + 1)) for g, a in zip(guesses, chances, strict=True))
+        if expected / STEP_COST[S - 1] > best_rate * (1 + 1e-9):
+            best, best_rate = S, expected / STEP_COST[S - 1]
+    return best
 
 
 def _runs(row_to_distinct: list[int]) -> list[tuple[int, int, int]]:
@@ -168,10 +322,12 @@ def fast_decode(
     generator: torch.Generator,
     on_step: Callable[[int, int, int], None] | None = None,
     decoder: LlamaDecoder | None = None,
+    draft_tokens: int = DRAFT_TOKENS,
 ) -> list[Piece]:
     """``sampling.decode`` with ``LlamaDecoder`` steps: the same contract, and the same draws for the
-    same logits (``sampling.sample_loop`` with the caller's generator). ``decoder``: one already built
-    for ``model`` with its current weights (a caller decoding several batches gathers them once)."""
+    same generator (module docstring). ``decoder``: one already built for ``model`` with its current
+    weights (a caller decoding several batches gathers them once). ``draft_tokens``: guesses checked
+    per row and step (0: one position per step)."""
     from ..lora.compat import output_cache
 
     decoder = decoder or LlamaDecoder(model)
@@ -188,29 +344,101 @@ def fast_decode(
             prompt_kv[li].append((k[0], v[0]))
         last_logits.append(out.logits[0, -1])
     B = len(rows)
-    budget_B = torch.tensor(list(budgets))
-    T = max(1, int(budget_B.max().item()))
+    budget = [max(0, int(n)) for n in budgets]
+    T = max([1, *budget])
+    u_BT = draw_uniforms(B, T, generator, "cpu")
+    draft_tokens = max(0, int(draft_tokens))
+    # room for the guesses written past a row's budget
     gen_kv = [
-        (torch.zeros(B, decoder.KV, T, decoder.Dh), torch.zeros(B, decoder.KV, T, decoder.Dh)) for _ in decoder.layers
+        (
+            torch.zeros(B, decoder.KV, T + draft_tokens, decoder.Dh),
+            torch.zeros(B, decoder.KV, T + draft_tokens, decoder.Dh),
+        )
+        for _ in decoder.layers
     ]
     runs = _runs(row_to_distinct)
-    pos_B = torch.tensor([len(r) for r in rows])
+    prompt_len = [len(r) for r in rows]
+    drafter = Drafter(rows) if draft_tokens else None
+    stop = set(stop_ids)
+    record = GuessRecord()
+    pieces = [Piece() for _ in range(B)]
+    done = [n <= 0 for n in budget]
 
-    def next_logits(tok_B: torch.Tensor, step: int) -> torch.Tensor:
-        return decoder.step(tok_B, pos_B + step, step, runs, prompt_kv, gen_kv)
+    def take(b: int, drawn: list[int], logq: list[float]) -> tuple[int, bool, bool]:
+        """Append row b's drawn tokens up to a stop token or its budget: (added, stopped, exhausted)."""
+        piece, added = pieces[b], 0
+        for tok, lq in zip(drawn, logq, strict=True):
+            piece.tokens.append(tok)
+            piece.logprobs.append(lq)
+            added += 1
+            if tok in stop:
+                piece.stopped = done[b] = True
+                return added, True, False
+            if len(piece.tokens) >= budget[b]:
+                done[b] = True
+                return added, False, True
+        return added, False, False
 
-    first_BV = torch.stack([last_logits[u] for u in row_to_distinct])
-    return sample_loop(
-        first_BV,
-        next_logits,
-        budget_B,
-        temperature=temperature,
-        top_p=top_p,
-        stop_ids=stop_ids,
-        pad_id=pad_id,
-        generator=generator,
-        on_step=on_step,
-    )
+    def report(counts: list[tuple[int, bool, bool]]) -> None:
+        if on_step is not None:
+            on_step(sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts))
+
+    # the first token of each row from its prompt's last logits
+    first = [b for b in range(B) if not done[b]]
+    if first:
+        tok_B, logq_B = sample_tokens(
+            torch.stack([last_logits[row_to_distinct[b]] for b in first]), temperature, top_p, u_BT[first, 0]
+        )
+        counts = [
+            take(b, [int(t)], [float(lq)]) for b, t, lq in zip(first, tok_B.tolist(), logq_B.tolist(), strict=True)
+        ]
+        if drafter is not None:
+            for b in first:
+                drafter.extend(b, pieces[b].tokens[-1:])
+        report(counts)
+    while not all(done):
+        # row b feeds its last sampled token and its guesses; a finished row feeds padding (unread)
+        n_B = [len(p.tokens) for p in pieces]
+        found = [
+            ([], 0) if done[b] or drafter is None else drafter.guess(b, min(draft_tokens, budget[b] - n_B[b] - 1))
+            for b in range(B)
+        ]
+        S = positions_per_step([g for g, _ in found], [record.chance(n) for _, n in found])
+        guesses = [g[: S - 1] for g, _ in found]
+        tok_BS = torch.full((B, S), pad_id, dtype=torch.long)
+        for b in range(B):
+            seq = ([pieces[b].tokens[-1]] if pieces[b].tokens else [pad_id]) + guesses[b]
+            tok_BS[b, : len(seq)] = torch.tensor(seq)
+        start_B = torch.tensor([max(n - 1, 0) for n in n_B])
+        pos_BS = torch.tensor(prompt_len)[:, None] + start_B[:, None] + torch.arange(S)
+        logits_BSV = decoder.step(tok_BS, pos_BS, start_B, runs, prompt_kv, gen_kv).view(B, S, -1)
+        # draw every position that may be kept: after the last token and after each guess
+        live = [b for b in range(B) if not done[b]]
+        where = [(b, s) for b in live for s in range(len(guesses[b]) + 1)]
+        rows_M = torch.tensor([b for b, _ in where])
+        cols_M = torch.tensor([s for _, s in where])
+        tok_M, logq_M = sample_tokens(
+            logits_BSV[rows_M, cols_M],
+            temperature,
+            top_p,
+            u_BT[rows_M, torch.tensor([n_B[b] for b, _ in where]) + cols_M],
+        )
+        tok_l, logq_l = tok_M.tolist(), logq_M.tolist()
+        counts, i = [], 0
+        for b in live:
+            g = guesses[b]
+            drawn, logq = tok_l[i : i + len(g) + 1], logq_l[i : i + len(g) + 1]
+            i += len(g) + 1
+            kept = 1
+            while kept <= len(g) and drawn[kept - 1] == g[kept - 1]:
+                kept += 1  # guess kept-1 was drawn: the draw after it is valid too
+            record.add(found[b][1], checked=min(len(g), kept), kept=kept - 1)  # guesses after a miss go unchecked
+            counts.append(take(b, drawn[:kept], logq[:kept]))
+            if drafter is not None:
+                drafter.extend(b, pieces[b].tokens[len(pieces[b].tokens) - counts[-1][0] :])
+        report(counts)
+        record.fade()
+    return pieces
 
 
 def _layer_kv(cache, li: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,15 +42,17 @@ NUCLEUS_CANDIDATES = 1024
 
 
 def sample_tokens(
-    logits_BV: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+    logits_BV: torch.Tensor, temperature: float, top_p: float, u_B: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row drawn from q (see ``nucleus_logprobs``) and its log q.
 
     The nucleus is taken from the ``NUCLEUS_CANDIDATES`` most likely tokens when they hold
     ``top_p`` of the mass in every row (the usual case), else from a full sort: the same
-    set either way. The draw is an exponential race, argmax_i(log q_i − log E_i) with
-    E_i ~ Exp(1), which picks i with probability q_i (what ``torch.multinomial`` does),
-    run over the candidates only.
+    set either way. The draw inverts q's cumulative sum at ``u_B`` (one uniform in [0, 1) per
+    row, float64): token i is picked when cdf_{i−1} ≤ u · cdf_last < cdf_i, so with probability
+    q_i. One number per row and position, drawn before decoding (``draw_uniforms``), is what lets
+    a speculative decoder that checks several positions at once (``fastdecode``) draw exactly
+    the tokens a one-token-at-a-time loop draws.
     """
     logp_BV = torch.log_softmax(logits_BV.float() / temperature, dim=-1)
     ids_BK = None
@@ -60,11 +62,26 @@ def sample_tokens(
         if top_BK.shape[-1] < logp_BV.shape[-1] and bool((top_BK.exp().cumsum(dim=-1)[:, -1] < top_p).any()):
             top_BK, ids_BK = logp_BV.sort(dim=-1, descending=True)
         logq_BK = torch.log_softmax(_nucleus_of_sorted(top_BK, top_p), dim=-1)
-    # E = 0 is drawable in float32; clamped, a token outside the nucleus (log q = −inf) still never wins
-    wait_BK = torch.empty_like(logq_BK).exponential_(generator=generator).clamp_(min=torch.finfo(torch.float32).tiny)
-    pick_B1 = (logq_BK - wait_BK.log()).argmax(dim=-1, keepdim=True)
-    tok_B = pick_B1 if ids_BK is None else ids_BK.gather(-1, pick_B1)
-    return tok_B.squeeze(1), logq_BK.gather(-1, pick_B1).squeeze(1)
+        # the sum is taken in token order, not in order of probability: two nearly equal
+        # probabilities swap ranks under a rounding difference, token ids never do, so logits that
+        # agree to rounding (another loop, another batch shape) pick the same token for the same u
+        ids_BK, by_id_BK = ids_BK.sort(dim=-1)
+        logq_BK = logq_BK.gather(-1, by_id_BK)
+    # float64: a float32 running sum over 50k tokens would lose the small ones; a sum of non-negative
+    # numbers never decreases, so the search is well defined
+    cdf_BK = logq_BK.exp().double().cumsum(dim=-1)
+    total_B1 = cdf_BK[:, -1:].contiguous()
+    pick_B1 = torch.searchsorted(cdf_BK, u_B.to(cdf_BK)[:, None] * total_B1, right=True)
+    # u · total rounds up to total once in a while: the first index reaching the total has q > 0
+    pick_B1 = torch.minimum(pick_B1, torch.searchsorted(cdf_BK, total_B1, right=False))
+    tok_B1 = pick_B1 if ids_BK is None else ids_BK.gather(-1, pick_B1)
+    return tok_B1.squeeze(1), logq_BK.gather(-1, pick_B1).squeeze(1)
+
+
+def draw_uniforms(rows: int, positions: int, generator: torch.Generator, device) -> torch.Tensor:
+    """The (rows, positions) uniforms of one decode call: row b's token at generated position t is
+    drawn with u[b, t], whichever loop computes its logits (and however many positions at a time)."""
+    return torch.rand((rows, max(positions, 1)), generator=generator, dtype=torch.float64, device=device)
 
 
 @torch.no_grad()
@@ -152,8 +169,9 @@ def sample_loop(
     done_B = budget_B <= 0
     pieces = [Piece() for _ in range(budget_B.shape[0])]
     stop_T = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
+    u_BT = draw_uniforms(budget_B.shape[0], int(budget_B.max().item()), generator, device)
     for step in range(int(budget_B.max().item())):
-        tok_B, logq_B = sample_tokens(logits_BV, temperature, top_p, generator)
+        tok_B, logq_B = sample_tokens(logits_BV, temperature, top_p, u_BT[:, step])
         tok_B = torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B)
         for b in (~done_B).nonzero().flatten().tolist():
             pieces[b].tokens.append(int(tok_B[b]))

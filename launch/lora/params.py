@@ -120,3 +120,10 @@ class LocalParams(TrainerParams, SamplerParams):
         "tokens/s on the CPU default); needs the adapter folded. GPUs and other architectures always use "
         "transformers' forward.",
     )
+    draft_tokens: int = Field(
+        4,
+        ge=0,
+        le=16,
+        description="With fast_decode: most guessed tokens (looked up in the row's own prompt and completion) "
+        "checked per row and decoding step; the draws are the same with or without guesses (0: no guesses).",
+    )
