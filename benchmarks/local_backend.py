@@ -8,9 +8,10 @@ Adam) on the rollouts just sampled, and prints a table.
     .venv/bin/python benchmarks/local_backend.py --model Qwen/Qwen3-8B --device cuda --rollouts 64
 
 ``--sampling`` instead times the decode loops side by side in one process, on the same rows (the
-CPU default's 2 prompts x 4 rollouts), temperature 1, every row running its full budget: the compact
-CPU step (``fast_decode``), the generic transformers-forward loop it replaced, and Hugging Face
-``generate`` (the anchor a user would reach for), each ``--repeats`` times (median, min, max).
+CPU default's 2 prompts x 4 rollouts), temperature 1 (``--sampling-temperature``, ``--sampling-top-p``), every row running
+its full budget: the compact CPU step (``fast_decode``) with and without guessed tokens, the generic
+transformers-forward loop it replaced, and Hugging Face ``generate`` (the anchor a user would reach for),
+each ``--repeats`` times (median, min, max).
 
 ``--memory`` instead prints the peak memory of one train step (one rollout, KL pass on) at
 completion lengths 512, 2048 and 8192 on a tiny random Llama with SmolLM2's vocabulary
@@ -125,10 +126,11 @@ def sampling_table(args) -> None:
     model, N = backend.model, args.max_new_tokens
     prompt = erdos_prompt() if args.prompt == "erdos" else PROMPT
     rows = [backend.prompt_tokens(variant(prompt, p)) for p in range(args.prompts) for _ in range(args.rollouts)]
-    settings = dict(temperature=1.0, top_p=1.0, stop_ids={-1}, pad_id=0)  # no stop token: every row runs N steps
+    T, top_p = args.sampling_temperature, args.sampling_top_p
+    settings = dict(temperature=T, top_p=top_p, stop_ids={-1}, pad_id=0)  # no stop token: every row runs N steps
 
-    def ours(fn):
-        return lambda g: fn(model, rows, [N] * len(rows), generator=g, **settings)
+    def ours(fn, **extra):
+        return lambda g: fn(model, rows, [N] * len(rows), generator=g, **settings, **extra)
 
     def hf_generate(g):
         ids = torch.tensor(rows)  # the rollouts of this benchmark share one prompt length per variant
@@ -137,8 +139,8 @@ def sampling_table(args) -> None:
             input_ids=ids,
             attention_mask=mask,
             do_sample=True,
-            temperature=1.0,
-            top_p=1.0,
+            temperature=T,
+            top_p=top_p,
             top_k=0,
             max_new_tokens=N,
             min_new_tokens=N,
@@ -147,6 +149,7 @@ def sampling_table(args) -> None:
 
     loops = {
         "compact CPU step (fast_decode)": ours(fastdecode.fast_decode),
+        "compact CPU step, no guessed tokens": ours(fastdecode.fast_decode, draft_tokens=0),
         "transformers forward (previous loop)": ours(decode),
         "Hugging Face generate": hf_generate,
     }
@@ -162,7 +165,7 @@ def sampling_table(args) -> None:
     hf = statistics.median(times["Hugging Face generate"])
     print(
         f"\nsampling, model {args.model}, {args.prompts} prompts x {args.rollouts} rollouts (batch {len(rows)}), "
-        f"prompt {len(rows[0])} tokens, {N} new tokens, T 1, torch threads {torch.get_num_threads()}, "
+        f"prompt {len(rows[0])} tokens, {N} new tokens, T {T}, top_p {top_p}, torch threads {torch.get_num_threads()}, "
         f"{args.repeats} repeats\n"
     )
     print(f"{'decode loop':<38}  {'tok/s median (min-max)':<24}  {'s median':>8}  {'vs generate':>11}")
@@ -198,6 +201,8 @@ def main() -> None:
         help="skip sampling: train on rollouts of max-new-tokens random tokens (times the train step alone)",
     )
     ap.add_argument("--sampling", action="store_true", help="time the decode loops side by side instead")
+    ap.add_argument("--sampling-temperature", type=float, default=1.0, help="temperature of --sampling")
+    ap.add_argument("--sampling-top-p", type=float, default=1.0, help="top_p of --sampling")
     ap.add_argument("--memory", action="store_true", help="print the train-step peak memory table instead")
     ap.add_argument("--memory-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--vocab", type=int, default=49152, help="vocabulary of the tiny model in --memory")

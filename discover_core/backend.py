@@ -46,7 +46,10 @@ class Completion:
     of them (empty for backends that see only text). ``forced`` marks tokens the
     backend inserted itself (a forced final answer): they get no advantage.
     ``finish_reason`` is "stop", "length", or "prompt_too_long" (nothing was sampled:
-    the prompt left no room in the token budget).
+    the prompt left no room in the token budget). ``model_logprobs``, where a backend
+    has them, are the same tokens' log-probs under the model's tempered distribution
+    before any top-p cut (0 on forced tokens): equal to ``logprobs`` when top_p = 1; the
+    local backend's trainer reads them as the base model's when the adapter is still zero.
     """
 
     text: str
@@ -57,6 +60,7 @@ class Completion:
     finish_reason: str = "stop"
     reasoning: str = ""
     answer: str | None = None
+    model_logprobs: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.answer is None:

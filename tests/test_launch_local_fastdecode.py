@@ -3,6 +3,8 @@ the same log-probs to float32 rounding, the same draws, the updated adapter righ
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -25,14 +27,19 @@ def full_forward_logprobs(model, row, tokens):
     return [float(logp[len(row) - 1 + i, t]) for i, t in enumerate(tokens)]
 
 
-def test_same_logprobs_and_draws_as_the_generic_loop():
+# as the backend lays rollouts out (prompt by prompt, as many each): the prompts stacked, the shorter one padded
+STACKED = [[5, 6, 7, 8, 9]] * 3 + [[11, 12, 13]] * 3
+
+
+@pytest.mark.parametrize("rows", [ROWS, STACKED], ids=["runs", "stacked"])
+def test_same_logprobs_and_draws_as_the_generic_loop(rows):
     torch.manual_seed(0)
     model, _ = tiny_model_and_tokenizer()
     assert fastdecode.unsupported_reason(model) is None
-    generic = decode(model, ROWS, [16] * 6, generator=torch.Generator().manual_seed(3), **SETTINGS)
-    fast = fastdecode.fast_decode(model, ROWS, [16] * 6, generator=torch.Generator().manual_seed(3), **SETTINGS)
+    generic = decode(model, rows, [16] * 6, generator=torch.Generator().manual_seed(3), **SETTINGS)
+    fast = fastdecode.fast_decode(model, rows, [16] * 6, generator=torch.Generator().manual_seed(3), **SETTINGS)
     assert [p.tokens for p in fast] == [p.tokens for p in generic]
-    for row, piece in zip(ROWS, fast, strict=True):
+    for row, piece in zip(rows, fast, strict=True):
         ref = full_forward_logprobs(model, row, piece.tokens)
         assert max(abs(a - b) for a, b in zip(ref, piece.logprobs, strict=True)) < 1e-5
 
@@ -51,6 +58,10 @@ def test_budgets_and_stops_per_row():
 
 def test_runs_of_shared_prompts():
     assert fastdecode._runs([0, 0, 0, 1, 1, 0]) == [(0, 3, 0), (3, 5, 1), (5, 6, 0)]
+    kv = [[(torch.zeros(1, 4, 2), torch.zeros(1, 4, 2)), (torch.zeros(1, 3, 2), torch.zeros(1, 3, 2))]]
+    assert fastdecode.PromptCache(kv, [0, 0, 1, 1]).stacked
+    assert not fastdecode.PromptCache(kv, [0, 0, 1]).stacked  # unequal runs
+    assert not fastdecode.PromptCache(kv, [0, 1, 0, 1]).stacked  # interleaved
 
 
 def test_other_models_keep_the_generic_loop():
@@ -64,10 +75,8 @@ def test_other_models_keep_the_generic_loop():
 def backend(**overrides) -> LocalBackend:
     torch.manual_seed(0)
     model, tokenizer = tiny_model_and_tokenizer()
-    params = LocalParams(
-        model="tiny-random", max_new_tokens=12, temperature=1.0, top_p=1.0, lr=1e-2, lora_rank=4, **overrides
-    )
-    return LocalBackend(params, model=model, tokenizer=tokenizer)
+    defaults = dict(model="tiny-random", max_new_tokens=12, temperature=1.0, top_p=1.0, lr=1e-2, lora_rank=4)
+    return LocalBackend(LocalParams(**(defaults | overrides)), model=model, tokenizer=tokenizer)
 
 
 PROMPTS = [[{"role": "user", "content": "Write a number."}], [{"role": "user", "content": "Another prompt."}]]
@@ -174,3 +183,36 @@ def test_packed_products_equal_the_plain_product(rows):
     gen = torch.Generator().manual_seed(0)
     weight_OI, x_MI = torch.randn(40, 24, generator=gen), torch.randn(rows, 24, generator=gen)
     torch.testing.assert_close(fastdecode._Weight(weight_OI)(x_MI), x_MI @ weight_OI.T, atol=1e-5, rtol=1e-5)
+
+
+# -- the first step's KL reference from the sampler -------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_first_update_takes_the_base_logprobs_from_the_sampler(monkeypatch, fast):
+    """While the adapter is zero the sampler's log-probs before the top-p cut are the base model's:
+    the first update needs no base pass and moves the adapter as the pass would have."""
+    kwargs = dict(top_p=0.8, kl_coef=0.5, fast_decode=fast)
+    be, ref = backend(**kwargs), backend(**kwargs)
+    groups = be.sample(PROMPTS, 3)
+    flat = [c for g in groups for c in g]
+    assert be.trainer.adapter_is_zero()
+    base = be.logprobs(flat, base=True)
+    for c, lp in zip(flat, base, strict=True):
+        assert (
+            c.model_logprobs is not None and max(abs(a - b) for a, b in zip(c.model_logprobs, lp, strict=True)) < 1e-5
+        )
+    passes = []
+    original = be.trainer.logprobs
+    monkeypatch.setattr(be.trainer, "logprobs", lambda *a, **k: passes.append(k) or original(*a, **k))
+    batch = [TrainItem(c, adv) for g in groups for c, adv in zip(g, [1.0, -0.5, -0.5], strict=True)]
+    stats = be.train(batch)
+    assert passes == []  # no base pass
+    stripped = [TrainItem(dataclasses.replace(it.completion, model_logprobs=None), it.advantage) for it in batch]
+    ref_stats = ref.train(stripped)  # the same update with the base pass
+    assert abs(stats["kl_sampler_base"] - ref_stats["kl_sampler_base"]) < 1e-5
+    for p, q in zip(be.trainer.trainable, ref.trainer.trainable, strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-4)
+    assert not be.trainer.adapter_is_zero()
+    be.train(batch)
+    assert passes and passes[0].get("base")  # a trained adapter: the base pass again

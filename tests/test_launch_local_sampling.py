@@ -24,13 +24,16 @@ def test_sample_tokens_draws_inside_the_nucleus_with_its_logprob(monkeypatch, to
     gen = torch.Generator().manual_seed(0)
     logits_BV = torch.randn(16, 300, generator=gen) * 2
     ref_BV = sampling.nucleus_logprobs(logits_BV, 0.7, top_p)
+    model_BV = torch.log_softmax(logits_BV / 0.7, dim=-1)
     for _ in range(20):
-        tok_B, logq_B = sampling.sample_tokens(
+        tok_B, logq_B, logp_B = sampling.sample_tokens(
             logits_BV, 0.7, top_p, torch.rand(16, generator=gen, dtype=torch.float64)
         )
         picked_B = ref_BV.gather(1, tok_B[:, None]).squeeze(1)
         assert torch.isfinite(picked_B).all()  # never outside the nucleus
         torch.testing.assert_close(logq_B, picked_B, atol=1e-5, rtol=0)
+        # and the log-prob before the cut: the model's tempered distribution
+        torch.testing.assert_close(logp_B, model_BV.gather(1, tok_B[:, None]).squeeze(1), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("candidates", [2, 1024])
@@ -39,7 +42,7 @@ def test_sample_tokens_frequencies_follow_q(monkeypatch, candidates):
     logits_BV = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]]).repeat(20_000, 1)
     q = sampling.nucleus_logprobs(logits_BV[:1], 0.8, 0.95).exp()[0].numpy()
     u_B = torch.rand(len(logits_BV), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    tok_B, _ = sampling.sample_tokens(logits_BV, 0.8, 0.95, u_B)
+    tok_B, _, _ = sampling.sample_tokens(logits_BV, 0.8, 0.95, u_B)
     freq = np.bincount(tok_B.numpy(), minlength=6) / len(tok_B)
     assert q[-1] == 0 and freq[-1] == 0  # the last token is outside the 0.95 nucleus
     assert np.all(np.abs(freq - q) <= 4 * np.sqrt(q * (1 - q) / len(tok_B)) + 1e-9), (freq, q)  # 4 standard errors
@@ -65,7 +68,7 @@ def test_sample_tokens_inverts_the_cumulative_sum_at_u(top_p):
     for i in kept:
         lo, edge = edge, edge + float(q[i])
         for u in (lo + 1e-6, (lo + edge) / 2, edge - 1e-6):  # inside token i's interval
-            tok, logq = sampling.sample_tokens(logits_BV, 1.0, top_p, torch.tensor([u], dtype=torch.float64))
+            tok, logq, _ = sampling.sample_tokens(logits_BV, 1.0, top_p, torch.tensor([u], dtype=torch.float64))
             assert int(tok) == i and abs(float(logq) - math.log(q[i])) < 1e-6, (u, i)
     top = torch.tensor([1.0 - 1e-17], dtype=torch.float64)  # rounds to 1.0 · total
     assert int(sampling.sample_tokens(logits_BV, 1.0, top_p, top)[0]) == kept[-1]

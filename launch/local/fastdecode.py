@@ -54,9 +54,10 @@ DRAFT_TOKENS = 4
 #: Longest run of last tokens looked up to guess what follows (the longest match found wins).
 DRAFT_NGRAM = 3
 #: Seconds of a step with S positions per row relative to one position, for 8 rows (SmolLM2-135M,
-#: 2 CPU threads, 50–400 tokens generated; ``benchmarks/local_backend.py --steps`` measures it).
-#: Only the shape matters: it weighs how many positions a step checks against what it costs.
-STEP_COST = (1.0, 1.23, 1.39, 1.55, 1.85)
+#: 2 CPU threads, 50–400 tokens generated, measured on the CPU default: the products of 16 rows cost
+#: 1.2x those of 8, and attention and the draws grow with the positions). Only the shape matters:
+#: it weighs how many positions a step checks against what it costs.
+STEP_COST = (1.0, 1.25, 1.45, 1.67, 1.95)
 
 
 def _inner(model):
@@ -125,6 +126,84 @@ class _Weight:
         return torch.ops.mkl._mkl_linear(x_MI, packed, self.weight_OI, None, rows)[:M]
 
 
+def _flash_attention():
+    """torch's CPU flash-attention kernel, which also returns each query's log-sum-exp (None if absent)."""
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+class PromptCache:
+    """The keys/values of each distinct prompt, kept once, and attention of the rows to them.
+
+    A rollout's attention runs over [K_prompt, K_generated] under one softmax. When every distinct
+    prompt has the same number of rollouts, laid out prompt by prompt (how the backend lays them
+    out), the prompts are stacked (padded to the longest, padding masked): one attention call per
+    layer serves all of them, the rows of a prompt and their queries as one query axis. The prompt
+    part and the generated part are computed apart, each with torch's flash-attention kernel
+    (scores never written out: several positions a step multiply them), and joined by their
+    log-sum-exps: out = o_gen + σ(lse_prompt − lse_gen)·(o_prompt − o_gen), which is the softmax
+    over both. Otherwise each run of rows sharing a prompt is its own product.
+    """
+
+    def __init__(self, kv: list[list[tuple[torch.Tensor, torch.Tensor]]], row_to_distinct: list[int]) -> None:
+        self.runs = _runs(row_to_distinct)
+        self.kv = kv
+        U = len(kv[0])
+        sizes = {end - start for start, end, _ in self.runs}
+        self.flash = _flash_attention()
+        self.stacked = len(self.runs) == U and len(sizes) == 1 and self.flash is not None
+        if not self.stacked:
+            return
+        self.U, self.n = U, sizes.pop()
+        lengths = [k.shape[1] for k, _ in kv[0]]
+        P = max(lengths)
+        self.k_UKPD, self.v_UKPD = [], []
+        for layer in kv:
+            KV, Dh = layer[0][0].shape[0], layer[0][0].shape[2]
+            k_UKPD, v_UKPD = torch.zeros(U, KV, P, Dh), torch.zeros(U, KV, P, Dh)
+            for u, (k, v) in enumerate(layer):
+                k_UKPD[u, :, : k.shape[1]], v_UKPD[u, :, : v.shape[1]] = k, v
+            self.k_UKPD.append(k_UKPD)
+            self.v_UKPD.append(v_UKPD)
+        self.mask_U11P = None
+        if min(lengths) < P:  # a shorter prompt's padding is never attended to
+            pad_UP = torch.arange(P)[None] >= torch.tensor(lengths)[:, None]
+            self.mask_U11P = torch.zeros(U, P).masked_fill_(pad_UP, float("-inf"))[:, None, None]
+
+    def attend(self, li: int, q_BKXD, gen_k_BKTD, gen_v_BKTD, gen_mask_B1XT) -> torch.Tensor:
+        """Attention output (B, KV, X, Dh) of queries ``q_BKXD`` (scaled) over the prompt's keys and the
+        row's generated keys ``gen_k_BKTD`` (``gen_mask_B1XT`` hides those a query must not see)."""
+        if not self.stacked:
+            return self._attend_runs(li, q_BKXD, gen_k_BKTD, gen_v_BKTD, gen_mask_B1XT)
+        B, KV, X, Dh = q_BKXD.shape
+        U, n = self.U, self.n
+        q_UKND = q_BKXD.view(U, n, KV, X, Dh).transpose(1, 2).reshape(U, KV, n * X, Dh)
+        o_prompt, lse_prompt = self.flash(
+            q_UKND, self.k_UKPD[li], self.v_UKPD[li], attn_mask=self.mask_U11P, scale=1.0
+        )[:2]
+        o_gen, lse_gen = self.flash(q_BKXD, gen_k_BKTD, gen_v_BKTD, attn_mask=gen_mask_B1XT, scale=1.0)[:2]
+        o_prompt = o_prompt.view(U, KV, n, X, Dh).transpose(1, 2).reshape(B, KV, X, Dh)
+        lse_prompt = lse_prompt.view(U, KV, n, X).transpose(1, 2).reshape(B, KV, X)
+        share_BKX1 = torch.sigmoid(lse_prompt - lse_gen)[..., None]  # the prompt's part of the softmax mass
+        return o_gen + share_BKX1 * (o_prompt - o_gen)
+
+    def _attend_runs(self, li: int, q_BKXD, gen_k_BKTD, gen_v_BKTD, gen_mask_B1XT) -> torch.Tensor:
+        s_gen = torch.matmul(q_BKXD, gen_k_BKTD.transpose(-1, -2)) + gen_mask_B1XT
+        KV, X, Dh = q_BKXD.shape[1:]
+        out_BKXD = torch.empty_like(q_BKXD)
+        for start, end, u in self.runs:
+            pk_KPD, pv_KPD = self.kv[li][u]
+            n, P = end - start, pk_KPD.shape[1]
+            # the run's rows and queries as one axis per key/value head: plain batched products
+            # against the one copy of the prompt's keys/values
+            q_KND = q_BKXD[start:end].transpose(0, 1).reshape(KV, n * X, Dh)
+            s_prompt = torch.bmm(q_KND, pk_KPD.transpose(1, 2)).view(KV, n, X, P).transpose(0, 1)
+            a = torch.cat((s_prompt, s_gen[start:end]), dim=-1).softmax(dim=-1)  # (n, KV, X, P + T)
+            a_KNP = a[..., :P].transpose(0, 1).reshape(KV, n * X, P)
+            from_prompt = torch.bmm(a_KNP, pv_KPD).view(KV, n, X, Dh).transpose(0, 1)
+            out_BKXD[start:end] = from_prompt + torch.matmul(a[..., P:], gen_v_BKTD[start:end])
+        return out_BKXD
+
+
 class LlamaDecoder:
     """The decoding step of one Llama-family model, weights gathered once (per ``sample`` call)."""
 
@@ -133,29 +212,34 @@ class LlamaDecoder:
         cfg, body = inner.config, inner.model
         self.model = model
         self.embed = body.embed_tokens.weight
-        self.head = _Weight(inner.lm_head.weight)
-        self.norm_w, self.eps = body.norm.weight, float(body.norm.variance_epsilon)
+        self.eps = float(body.norm.variance_epsilon)
+        # Each RMSNorm's weight scales the columns of the product after it, and 1/√d_head scales the
+        # query rows: folded into the weights once, they cost no operation per step (rounding aside,
+        # (w ⊙ x̂)Wᵀ = x̂(W diag w)ᵀ, and the rotary embedding is linear).
+        self.head = _Weight(inner.lm_head.weight * body.norm.weight)
         self.inv_freq = body.rotary_emb.inv_freq.float()
         self.rope_scale = float(getattr(body.rotary_emb, "attention_scaling", 1.0))
         self.H, self.KV = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
         self.Dh = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self.I = int(cfg.intermediate_size)
+        scale = self.Dh**-0.5
         self.layers = []
         for layer in body.layers:
             att, mlp = layer.self_attn, layer.mlp
+            qkv = torch.cat([_weight(att.q_proj) * scale, _weight(att.k_proj), _weight(att.v_proj)])
+            gate_up = torch.cat([_weight(mlp.gate_proj), _weight(mlp.up_proj)])
             self.layers.append(
                 (
-                    layer.input_layernorm.weight,
-                    _Weight(torch.cat([_weight(att.q_proj), _weight(att.k_proj), _weight(att.v_proj)])),
+                    _Weight(qkv * layer.input_layernorm.weight),
                     _Weight(_weight(att.o_proj)),
-                    layer.post_attention_layernorm.weight,
-                    _Weight(torch.cat([_weight(mlp.gate_proj), _weight(mlp.up_proj)])),
+                    _Weight(gate_up * layer.post_attention_layernorm.weight),
                     _Weight(_weight(mlp.down_proj)),
                 )
             )
 
-    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+    def _rms(self, x: torch.Tensor) -> torch.Tensor:
+        """RMSNorm without its weight (folded into the next product)."""
+        return F.rms_norm(x, (x.shape[-1],), None, self.eps)
 
     @staticmethod
     def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
@@ -163,12 +247,11 @@ class LlamaDecoder:
         # the sine ([−sin₁, sin₂]) makes the rotation a roll, the same numbers in fewer operations
         return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
-    def step(self, tok_BS, pos_BS, start_B, runs, prompt_kv, gen_kv) -> torch.Tensor:
+    def step(self, tok_BS, pos_BS, start_B, prompts: PromptCache, gen_kv) -> torch.Tensor:
         """Logits (B·S, V) after feeding row b's S tokens ``tok_BS[b]`` at positions ``pos_BS[b]``;
         their keys/values are written at generated indices start_B[b] … start_B[b]+S−1, and query s
         of row b sees the generated keys up to index start_B[b]+s (what was written further along
-        by an earlier step is stale and stays unseen). ``runs``: (start, end, u) row ranges sharing
-        distinct prompt u."""
+        by an earlier step is stale and stays unseen). ``prompts``: the distinct prompts' keys/values."""
         (B, S), H, KV, Dh = tok_BS.shape, self.H, self.KV, self.Dh
         G, X = H // KV, S * (H // KV)  # X: a row's queries per key/value head, position-major
         freqs_MD = pos_BS.reshape(-1, 1).float() * self.inv_freq[None]
@@ -177,7 +260,6 @@ class LlamaDecoder:
         cos_M1D = (emb_MD.cos() * self.rope_scale)[:, None]
         sin_M1D = (emb_MD.sin() * self.rope_scale)[:, None]
         sin_M1D[..., :half] *= -1
-        scale = Dh**-0.5
         row_M = torch.arange(B).repeat_interleave(S)
         gen_M = (start_B[:, None] + torch.arange(S)).reshape(-1)
         Tk = int(start_B.max()) + S
@@ -185,8 +267,8 @@ class LlamaDecoder:
         hidden_B1XT = (torch.arange(Tk)[None, None, :] > gen_M.view(B, S, 1)).repeat_interleave(G, dim=1)[:, None]
         mask_B1XT = torch.zeros(hidden_B1XT.shape).masked_fill_(hidden_B1XT, float("-inf"))
         x_MD = self.embed[tok_BS.reshape(-1)]
-        for li, (w_in, w_qkv, w_o, w_post, w_gu, w_down) in enumerate(self.layers):
-            qkv = w_qkv(self._rms(x_MD, w_in))
+        for li, (w_qkv, w_o, w_gu, w_down) in enumerate(self.layers):
+            qkv = w_qkv(self._rms(x_MD))
             M = qkv.shape[0]
             qk_MND = self._rope(qkv[:, : (H + KV) * Dh].view(M, H + KV, Dh), cos_M1D, sin_M1D)
             q_MHD, k_MKD = qk_MND[:, :H], qk_MND[:, H:]
@@ -194,25 +276,13 @@ class LlamaDecoder:
             gen_k[row_M, :, gen_M] = k_MKD
             gen_v[row_M, :, gen_M] = qkv[:, (H + KV) * Dh :].view(M, KV, Dh)
             # (B, KV, S·G, Dh): a row's query heads of one key/value head and its S positions as one axis
-            q_BKXD = (q_MHD.view(B, S, KV, G, Dh) * scale).transpose(1, 2).reshape(B, KV, X, Dh)
-            out_BKXD = torch.empty_like(q_BKXD)
-            for start, end, u in runs:
-                pk_KPD, pv_KPD = prompt_kv[li][u]
-                n, P = end - start, pk_KPD.shape[1]
-                # the run's rows and queries as one axis per key/value head: plain batched
-                # products against the one copy of the prompt's keys/values
-                q_KND = q_BKXD[start:end].transpose(0, 1).reshape(KV, n * X, Dh)
-                s_prompt = torch.bmm(q_KND, pk_KPD.transpose(1, 2)).view(KV, n, X, P).transpose(0, 1)
-                s_gen = torch.matmul(q_BKXD[start:end], gen_k[start:end, :, :Tk].transpose(-1, -2))
-                a = torch.cat((s_prompt, s_gen + mask_B1XT[start:end]), dim=-1).softmax(dim=-1)  # (n, KV, X, P+Tk)
-                a_KNP = a[..., :P].transpose(0, 1).reshape(KV, n * X, P)
-                from_prompt = torch.bmm(a_KNP, pv_KPD).view(KV, n, X, Dh).transpose(0, 1)
-                out_BKXD[start:end] = from_prompt + torch.matmul(a[..., P:], gen_v[start:end, :, :Tk])
+            q_BKXD = q_MHD.view(B, S, KV, G, Dh).transpose(1, 2).reshape(B, KV, X, Dh)  # scaled by its weights
+            out_BKXD = prompts.attend(li, q_BKXD, gen_k[:, :, :Tk], gen_v[:, :, :Tk], mask_B1XT)
             att_MD = out_BKXD.view(B, KV, S, G, Dh).transpose(1, 2).reshape(M, H * Dh)
-            x_MD = x_MD + w_o(att_MD)
-            gu = w_gu(self._rms(x_MD, w_post))
-            x_MD = x_MD + w_down(F.silu(gu[:, : self.I]) * gu[:, self.I :])
-        return self.head(self._rms(x_MD, self.norm_w))
+            x_MD += w_o(att_MD)
+            gu = w_gu(self._rms(x_MD))
+            x_MD += w_down(F.silu(gu[:, : self.I]) * gu[:, self.I :])
+        return self.head(self._rms(x_MD))
 
 
 class Drafter:
@@ -356,7 +426,7 @@ def fast_decode(
         )
         for _ in decoder.layers
     ]
-    runs = _runs(row_to_distinct)
+    prompts = PromptCache(prompt_kv, row_to_distinct)
     prompt_len = [len(r) for r in rows]
     drafter = Drafter(rows) if draft_tokens else None
     stop = set(stop_ids)
@@ -364,12 +434,13 @@ def fast_decode(
     pieces = [Piece() for _ in range(B)]
     done = [n <= 0 for n in budget]
 
-    def take(b: int, drawn: list[int], logq: list[float]) -> tuple[int, bool, bool]:
+    def take(b: int, drawn: list[int], logq: list[float], logp: list[float]) -> tuple[int, bool, bool]:
         """Append row b's drawn tokens up to a stop token or its budget: (added, stopped, exhausted)."""
         piece, added = pieces[b], 0
-        for tok, lq in zip(drawn, logq, strict=True):
+        for tok, lq, lp in zip(drawn, logq, logp, strict=True):
             piece.tokens.append(tok)
             piece.logprobs.append(lq)
+            piece.model_logprobs.append(lp)
             added += 1
             if tok in stop:
                 piece.stopped = done[b] = True
@@ -386,12 +457,10 @@ def fast_decode(
     # the first token of each row from its prompt's last logits
     first = [b for b in range(B) if not done[b]]
     if first:
-        tok_B, logq_B = sample_tokens(
+        drawn_B = sample_tokens(
             torch.stack([last_logits[row_to_distinct[b]] for b in first]), temperature, top_p, u_BT[first, 0]
         )
-        counts = [
-            take(b, [int(t)], [float(lq)]) for b, t, lq in zip(first, tok_B.tolist(), logq_B.tolist(), strict=True)
-        ]
+        counts = [take(b, [t], [lq], [lp]) for b, t, lq, lp in zip(first, *(x.tolist() for x in drawn_B), strict=True)]
         if drafter is not None:
             for b in first:
                 drafter.extend(b, pieces[b].tokens[-1:])
@@ -411,29 +480,29 @@ def fast_decode(
             tok_BS[b, : len(seq)] = torch.tensor(seq)
         start_B = torch.tensor([max(n - 1, 0) for n in n_B])
         pos_BS = torch.tensor(prompt_len)[:, None] + start_B[:, None] + torch.arange(S)
-        logits_BSV = decoder.step(tok_BS, pos_BS, start_B, runs, prompt_kv, gen_kv).view(B, S, -1)
+        logits_BSV = decoder.step(tok_BS, pos_BS, start_B, prompts, gen_kv).view(B, S, -1)
         # draw every position that may be kept: after the last token and after each guess
         live = [b for b in range(B) if not done[b]]
         where = [(b, s) for b in live for s in range(len(guesses[b]) + 1)]
         rows_M = torch.tensor([b for b, _ in where])
         cols_M = torch.tensor([s for _, s in where])
-        tok_M, logq_M = sample_tokens(
+        tok_M, logq_M, logp_M = sample_tokens(
             logits_BSV[rows_M, cols_M],
             temperature,
             top_p,
             u_BT[rows_M, torch.tensor([n_B[b] for b, _ in where]) + cols_M],
         )
-        tok_l, logq_l = tok_M.tolist(), logq_M.tolist()
+        tok_l, logq_l, logp_l = tok_M.tolist(), logq_M.tolist(), logp_M.tolist()
         counts, i = [], 0
         for b in live:
             g = guesses[b]
-            drawn, logq = tok_l[i : i + len(g) + 1], logq_l[i : i + len(g) + 1]
+            drawn, logq, logp = (x[i : i + len(g) + 1] for x in (tok_l, logq_l, logp_l))
             i += len(g) + 1
             kept = 1
             while kept <= len(g) and drawn[kept - 1] == g[kept - 1]:
                 kept += 1  # guess kept-1 was drawn: the draw after it is valid too
             record.add(found[b][1], checked=min(len(g), kept), kept=kept - 1)  # guesses after a miss go unchecked
-            counts.append(take(b, drawn[:kept], logq[:kept]))
+            counts.append(take(b, drawn[:kept], logq[:kept], logp[:kept]))
             if drafter is not None:
                 drafter.extend(b, pieces[b].tokens[len(pieces[b].tokens) - counts[-1][0] :])
         report(counts)

@@ -43,8 +43,9 @@ NUCLEUS_CANDIDATES = 1024
 
 def sample_tokens(
     logits_BV: torch.Tensor, temperature: float, top_p: float, u_B: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row drawn from q (see ``nucleus_logprobs``) and its log q.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token per row drawn from q (see ``nucleus_logprobs``), its log q, and its log-prob under
+    the tempered distribution before the top-p cut (the model's, ``Completion.model_logprobs``).
 
     The nucleus is taken from the ``NUCLEUS_CANDIDATES`` most likely tokens when they hold
     ``top_p`` of the mass in every row (the usual case), else from a full sort: the same
@@ -75,7 +76,7 @@ def sample_tokens(
     # u · total rounds up to total once in a while: the first index reaching the total has q > 0
     pick_B1 = torch.minimum(pick_B1, torch.searchsorted(cdf_BK, total_B1, right=False))
     tok_B1 = pick_B1 if ids_BK is None else ids_BK.gather(-1, pick_B1)
-    return tok_B1.squeeze(1), logq_BK.gather(-1, pick_B1).squeeze(1)
+    return tok_B1.squeeze(1), logq_BK.gather(-1, pick_B1).squeeze(1), logp_BV.gather(-1, tok_B1).squeeze(1)
 
 
 def draw_uniforms(rows: int, positions: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -171,11 +172,12 @@ def sample_loop(
     stop_T = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     u_BT = draw_uniforms(budget_B.shape[0], int(budget_B.max().item()), generator, device)
     for step in range(int(budget_B.max().item())):
-        tok_B, logq_B = sample_tokens(logits_BV, temperature, top_p, u_BT[:, step])
+        tok_B, logq_B, logp_B = sample_tokens(logits_BV, temperature, top_p, u_BT[:, step])
         tok_B = torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B)
         for b in (~done_B).nonzero().flatten().tolist():
             pieces[b].tokens.append(int(tok_B[b]))
             pieces[b].logprobs.append(float(logq_B[b]))
+            pieces[b].model_logprobs.append(float(logp_B[b]))
         stopped_B = torch.isin(tok_B, stop_T) & ~done_B
         for b in stopped_B.nonzero().flatten().tolist():
             pieces[b].stopped = True

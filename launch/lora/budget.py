@@ -49,6 +49,7 @@ class Piece:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     stopped: bool = False
+    model_logprobs: list[float] = field(default_factory=list)  # before the top-p cut (``Completion``)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Rollout:
     logprobs: list[float]
     forced: list[bool]
     finish_reason: str
+    model_logprobs: list[float] = field(default_factory=list)
 
 
 Generate = Callable[[list[list[int]], list[int]], list[Piece]]
@@ -97,7 +99,13 @@ def sample_with_budget(
     rollouts = [
         Rollout([], [], [], PROMPT_TOO_LONG)
         if p is None
-        else Rollout(list(p.tokens), list(p.logprobs), [False] * len(p.tokens), "stop" if p.stopped else "length")
+        else Rollout(
+            list(p.tokens),
+            list(p.logprobs),
+            [False] * len(p.tokens),
+            "stop" if p.stopped else "length",
+            list(p.model_logprobs),
+        )
         for p in first
     ]
     if thinking_budget is None:
@@ -117,6 +125,7 @@ def sample_with_budget(
         budget = context_window - len(prompt) - len(piece.tokens) - len(forced) - CONTEXT_MARGIN
         rollouts[i].tokens += forced
         rollouts[i].logprobs += [0.0] * len(forced)
+        rollouts[i].model_logprobs += [0.0] * len(forced)
         rollouts[i].forced += [True] * len(forced)
         if budget >= 1:
             again.append(i)
@@ -125,6 +134,7 @@ def sample_with_budget(
     for i, piece in zip(again, generate(rows, budgets2) if rows else [], strict=True):
         rollouts[i].tokens += piece.tokens
         rollouts[i].logprobs += piece.logprobs
+        rollouts[i].model_logprobs += piece.model_logprobs
         rollouts[i].forced += [False] * len(piece.tokens)
         rollouts[i].finish_reason = "stop" if piece.stopped else "length"
     return rollouts
@@ -141,8 +151,12 @@ def to_completions(tokenizer, prompt_rows: list[list[int]], rollouts: list[Rollo
         for r in rollouts[i * n : (i + 1) * n]:
             text = tokenizer.decode(r.tokens, skip_special_tokens=True)
             reasoning, answer = split_final_answer(text, starts_in_reasoning=thinking)
+            # model log-probs travel only when every sampled token has one (a decode loop records them)
+            model_lp = r.model_logprobs if len(r.model_logprobs) == len(r.tokens) else None
             group.append(
-                Completion(text, list(prompt), r.tokens, r.logprobs, r.forced, r.finish_reason, reasoning, answer)
+                Completion(
+                    text, list(prompt), r.tokens, r.logprobs, r.forced, r.finish_reason, reasoning, answer, model_lp
+                )
             )
         out.append(group)
     return out

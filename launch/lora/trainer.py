@@ -149,6 +149,27 @@ class Trainer:
                         out[i] = lp.detach()
         return out  # type: ignore[return-value]
 
+    def adapter_is_zero(self) -> bool:
+        """Whether every LoRA product B·A is zero (a fresh adapter: peft starts B at zero), so that
+        the adapted model is the base model."""
+        from peft.tuners.lora import LoraLayer
+
+        for m in self.model.modules():
+            if isinstance(m, LoraLayer):
+                for name in m.active_adapters:
+                    if name in m.lora_A and m.lora_A[name].weight.any() and m.lora_B[name].weight.any():
+                        return False
+        return True
+
+    def _base_logprobs(self, completions, sequences, temperature: float) -> list[torch.Tensor]:
+        """ℓ^base of each completion. While the adapter is zero (the first step) the model that sampled
+        was the base model, and the log-probs its sampler recorded before the top-p cut
+        (``Completion.model_logprobs``) are ℓ^base at this temperature: no forward pass. Otherwise a
+        pass with the adapter switched off."""
+        if all(c.model_logprobs is not None for c in completions) and self.adapter_is_zero():
+            return [torch.tensor(c.model_logprobs, dtype=torch.float32) for c in completions]
+        return self.logprobs(sequences, temperature, base=True)
+
     def _learner_logprobs(self, sequences, temperature: float):
         """(rows, learner log-probs with gradient, finish) for each micro-batch of the step.
 
@@ -193,7 +214,7 @@ class Trainer:
         shaped = objective.shape_batch(
             [it.completion for it in items],
             [it.advantage for it in items],
-            lambda: self.logprobs(sequences, temperature, base=True),
+            lambda: self._base_logprobs([it.completion for it in items], sequences, temperature),
             self.params.kl_coef,
             self.params.train_forced_tokens,
             self.device,
