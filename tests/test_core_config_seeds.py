@@ -73,11 +73,11 @@ def _timeless(value):
 
 
 def test_the_same_seed_gives_the_same_events_through_updates(tmp_path, one_thread):
-    """Two steps with an update between them, guessed tokens on (the local backend's default): every
-    event but its timings is the same in two runs with one seed."""
+    """Two steps with an update between them, guessed tokens on: every event but its timings is the
+    same in two runs with one seed."""
 
     def events(name: str) -> list[dict]:
-        raw = config(tmp_path, 3, name, max_new_tokens=24, temperature=0.3, lr=0.01)
+        raw = config(tmp_path, 3, name, max_new_tokens=24, temperature=0.3, lr=0.01, draft_tokens=4)
         raw["run"]["steps"] = 2
         disc = Discovery(load_config(raw=raw), reporter=Reporter())
         disc.start()

@@ -9,23 +9,29 @@ computes the same function with
 - one product for q, k and v and one for gate and up (the weights concatenated once per
   ``sample`` call, after the adapter was folded into them: ``Trainer.merged_for_sampling``);
 - grouped-query attention without copies (the query heads of a key/value head as one axis);
-- the prompt's keys/values kept once per distinct prompt, not once per rollout: the scores
-  of a rollout are [q·K_prompt, q·K_generated], one softmax over both;
+- the prompt's keys/values kept once per distinct prompt, not once per rollout: a rollout
+  attends to [K_prompt, K_generated] under one softmax (``PromptCache``: the prompts stacked and
+  attended with torch's flash-attention kernel, the two parts joined by their log-sum-exps);
+- each RMSNorm's weight and the 1/√d_head of the scores folded into the weights of the product
+  that follows them, once per call, instead of multiplied in at every step;
 - the weights packed once for MKL's matrix product (``torch.ops.mkl._mkl_linear``) where torch has
   it: a product of a few rows with a weight is limited by reading the weight, and MKL's unpacked
   path reads it at about half the speed the packed one does;
-- several positions per row in one step (speculative decoding, ``draft_tokens``): each row's
-  next tokens are guessed by looking up its last few tokens earlier in its own prompt and
-  completion (a program being rewritten copies long runs of its parent), and one step computes
-  the logits after the last sampled token and after each guessed one. Reading the weights
-  dominates a step, so checking 8 guesses costs about 1.5 steps.
+- several positions per row in one step (speculative decoding, ``draft_tokens``, off by default):
+  each row's next tokens are guessed by looking up its last few tokens earlier in its own prompt
+  and completion (a program being rewritten copies runs of its parent), and one step computes
+  the logits after the last sampled token and after each guess. On 2 CPU cores a step of 16 rows
+  costs about 1.25 steps of 8 (the products become compute-bound), so guesses pay only when most
+  are drawn as guessed; ``positions_per_step`` decides from the record so far.
 
 Speculation changes no draw. Row b's token at generated position t is drawn by inverting q's
 cumulative sum at a uniform u[b, t] drawn before decoding (``sampling.sample_tokens``). A step
 draws the token after the last sampled one and after each guess; guesses are kept while they
 equal the tokens drawn, and the first draw that differs is kept too. Every kept token was drawn
 from the logits of its true prefix with its own u[b, t]: the tokens and log-probs are those of
-the one-token loop (to float32 rounding of the logits), whatever the guesses were.
+the one-token loop whatever the guesses were, to float32 rounding of the logits (which can move
+a draw landing within ~1e-6 of an edge of the cumulative sum: at temperature 1 an occasional
+long-tail token is another long-tail token).
 
 It is the same model: RMSNorm, rotary embedding (transformers' own ``inv_freq`` and
 ``attention_scaling``), SiLU MLP and the tied or untied head as in ``LlamaForCausalLM``, in
@@ -49,7 +55,8 @@ import torch.nn.functional as F
 from ..lora.budget import Piece
 from .sampling import draw_uniforms, sample_tokens
 
-#: Most guessed tokens checked per row and step (``LocalParams.draft_tokens`` by default).
+#: Most guessed tokens checked per row and step when the caller does not say (the local backend
+#: passes ``LocalParams.draft_tokens``, 0 by default).
 DRAFT_TOKENS = 4
 #: Longest run of last tokens looked up to guess what follows (the longest match found wins).
 DRAFT_NGRAM = 3

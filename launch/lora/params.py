@@ -116,14 +116,15 @@ class LocalParams(TrainerParams, SamplerParams):
     fast_decode: bool = Field(
         True,
         description="Decode Llama-architecture float32 models on the CPU with the compact step of "
-        "launch/local/fastdecode.py (the same logits to float32 rounding; about 1.25x the generic loop's "
-        "tokens/s on the CPU default); needs the adapter folded. GPUs and other architectures always use "
-        "transformers' forward.",
+        "launch/local/fastdecode.py (the same logits to float32 rounding; on the CPU default about 1.5x the "
+        "generic loop's tokens/s and 2.2x Hugging Face generate); needs the adapter folded. GPUs and other "
+        "architectures always use transformers' forward.",
     )
     draft_tokens: int = Field(
-        4,
+        0,
         ge=0,
         le=16,
         description="With fast_decode: most guessed tokens (looked up in the row's own prompt and completion) "
-        "checked per row and decoding step; the draws are the same with or without guesses (0: no guesses).",
+        "checked per row and decoding step; the draws are the same with or without guesses. Off by default: "
+        "on 2 CPU cores a step of several positions costs nearly what it saves (docs/backends.md).",
     )
