@@ -31,17 +31,19 @@ def full_forward_logprobs(model, row, tokens):
 STACKED = [[5, 6, 7, 8, 9]] * 3 + [[11, 12, 13]] * 3
 
 
+@pytest.mark.parametrize("budgets", [[16] * 6, [16, 3, 9, 0, 16, 5]], ids=["equal", "rows-finish-early"])
 @pytest.mark.parametrize("rows", [ROWS, STACKED], ids=["runs", "stacked"])
-def test_same_logprobs_and_draws_as_the_generic_loop(rows):
+def test_same_logprobs_and_draws_as_the_generic_loop(rows, budgets):
     torch.manual_seed(0)
     model, _ = tiny_model_and_tokenizer()
     assert fastdecode.unsupported_reason(model) is None
-    generic = decode(model, rows, [16] * 6, generator=torch.Generator().manual_seed(3), **SETTINGS)
-    fast = fastdecode.fast_decode(model, rows, [16] * 6, generator=torch.Generator().manual_seed(3), **SETTINGS)
+    generic = decode(model, rows, budgets, generator=torch.Generator().manual_seed(3), **SETTINGS)
+    fast = fastdecode.fast_decode(model, rows, budgets, generator=torch.Generator().manual_seed(3), **SETTINGS)
     assert [p.tokens for p in fast] == [p.tokens for p in generic]
+    assert [len(p.tokens) for p in fast] == budgets
     for row, piece in zip(rows, fast, strict=True):
         ref = full_forward_logprobs(model, row, piece.tokens)
-        assert max(abs(a - b) for a, b in zip(ref, piece.logprobs, strict=True)) < 1e-5
+        assert max((abs(a - b) for a, b in zip(ref, piece.logprobs, strict=True)), default=0.0) < 1e-5
 
 
 def test_budgets_and_stops_per_row():

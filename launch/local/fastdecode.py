@@ -191,7 +191,7 @@ class PromptCache:
         o_prompt = o_prompt.view(U, KV, n, X, Dh).transpose(1, 2).reshape(B, KV, X, Dh)
         lse_prompt = lse_prompt.view(U, KV, n, X).transpose(1, 2).reshape(B, KV, X)
         share_BKX1 = torch.sigmoid(lse_prompt - lse_gen)[..., None]  # the prompt's part of the softmax mass
-        return o_gen + share_BKX1 * (o_prompt - o_gen)
+        return torch.lerp(o_gen, o_prompt, share_BKX1)
 
     def _attend_runs(self, li: int, q_BKXD, gen_k_BKTD, gen_v_BKTD, gen_mask_B1XT) -> torch.Tensor:
         s_gen = torch.matmul(q_BKXD, gen_k_BKTD.transpose(-1, -2)) + gen_mask_B1XT
@@ -269,6 +269,8 @@ class LlamaDecoder:
         sin_M1D[..., :half] *= -1
         row_M = torch.arange(B).repeat_interleave(S)
         gen_M = (start_B[:, None] + torch.arange(S)).reshape(-1)
+        # one position per row, all at one index (the one-position loop): a plain slice write
+        at = int(start_B[0]) if S == 1 and bool((start_B == start_B[0]).all()) else None
         Tk = int(start_B.max()) + S
         # key j of row b is visible to query s iff j <= start_B[b] + s
         hidden_B1XT = (torch.arange(Tk)[None, None, :] > gen_M.view(B, S, 1)).repeat_interleave(G, dim=1)[:, None]
@@ -280,8 +282,11 @@ class LlamaDecoder:
             qk_MND = self._rope(qkv[:, : (H + KV) * Dh].view(M, H + KV, Dh), cos_M1D, sin_M1D)
             q_MHD, k_MKD = qk_MND[:, :H], qk_MND[:, H:]
             gen_k, gen_v = gen_kv[li]
-            gen_k[row_M, :, gen_M] = k_MKD
-            gen_v[row_M, :, gen_M] = qkv[:, (H + KV) * Dh :].view(M, KV, Dh)
+            v_MKD = qkv[:, (H + KV) * Dh :].view(M, KV, Dh)
+            if at is not None:
+                gen_k[:, :, at], gen_v[:, :, at] = k_MKD, v_MKD
+            else:
+                gen_k[row_M, :, gen_M], gen_v[row_M, :, gen_M] = k_MKD, v_MKD
             # (B, KV, S·G, Dh): a row's query heads of one key/value head and its S positions as one axis
             q_BKXD = q_MHD.view(B, S, KV, G, Dh).transpose(1, 2).reshape(B, KV, X, Dh)  # scaled by its weights
             out_BKXD = prompts.attend(li, q_BKXD, gen_k[:, :, :Tk], gen_v[:, :, :Tk], mask_B1XT)
@@ -481,11 +486,11 @@ def fast_decode(
         ]
         S = positions_per_step([g for g, _ in found], [record.chance(n) for _, n in found])
         guesses = [g[: S - 1] for g, _ in found]
-        tok_BS = torch.full((B, S), pad_id, dtype=torch.long)
-        for b in range(B):
-            seq = ([pieces[b].tokens[-1]] if pieces[b].tokens else [pad_id]) + guesses[b]
-            tok_BS[b, : len(seq)] = torch.tensor(seq)
-        start_B = torch.tensor([max(n - 1, 0) for n in n_B])
+        seqs = [([pieces[b].tokens[-1]] if pieces[b].tokens else [pad_id]) + guesses[b] for b in range(B)]
+        tok_BS = torch.tensor([seq + [pad_id] * (S - len(seq)) for seq in seqs])
+        # a finished row's keys are never read again: it writes where the live rows write
+        live_start = max((n_B[b] - 1 for b in range(B) if not done[b]), default=0)
+        start_B = torch.tensor([live_start if done[b] else max(n_B[b] - 1, 0) for b in range(B)])
         pos_BS = torch.tensor(prompt_len)[:, None] + start_B[:, None] + torch.arange(S)
         logits_BSV = decoder.step(tok_BS, pos_BS, start_B, prompts, gen_kv).view(B, S, -1)
         # draw every position that may be kept: after the last token and after each guess
