@@ -117,7 +117,7 @@ class LocalParams(TrainerParams, SamplerParams):
         True,
         description="Decode Llama-architecture float32 models on the CPU with the compact step of "
         "launch/local/fastdecode.py (the same logits to float32 rounding; on the CPU default about 1.5x the "
-        "generic loop's tokens/s and 2.2x Hugging Face generate); needs the adapter folded. GPUs and other "
+        "generic loop's tokens/s and 2.3x Hugging Face generate); needs the adapter folded. GPUs and other "
         "architectures always use transformers' forward.",
     )
     draft_tokens: int = Field(
