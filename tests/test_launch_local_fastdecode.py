@@ -31,14 +31,17 @@ def full_forward_logprobs(model, row, tokens):
 STACKED = [[5, 6, 7, 8, 9]] * 3 + [[11, 12, 13]] * 3
 
 
+@pytest.mark.parametrize("draft_tokens", [0, 4], ids=["one-position", "guesses"])
 @pytest.mark.parametrize("budgets", [[16] * 6, [16, 3, 9, 0, 16, 5]], ids=["equal", "rows-finish-early"])
 @pytest.mark.parametrize("rows", [ROWS, STACKED], ids=["runs", "stacked"])
-def test_same_logprobs_and_draws_as_the_generic_loop(rows, budgets):
+def test_same_logprobs_and_draws_as_the_generic_loop(rows, budgets, draft_tokens):
     torch.manual_seed(0)
     model, _ = tiny_model_and_tokenizer()
     assert fastdecode.unsupported_reason(model) is None
     generic = decode(model, rows, budgets, generator=torch.Generator().manual_seed(3), **SETTINGS)
-    fast = fastdecode.fast_decode(model, rows, budgets, generator=torch.Generator().manual_seed(3), **SETTINGS)
+    fast = fastdecode.fast_decode(
+        model, rows, budgets, generator=torch.Generator().manual_seed(3), draft_tokens=draft_tokens, **SETTINGS
+    )
     assert [p.tokens for p in fast] == [p.tokens for p in generic]
     assert [len(p.tokens) for p in fast] == budgets
     for row, piece in zip(rows, fast, strict=True):

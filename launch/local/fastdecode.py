@@ -55,9 +55,6 @@ import torch.nn.functional as F
 from ..lora.budget import Piece
 from .sampling import draw_uniforms, sample_tokens
 
-#: Most guessed tokens checked per row and step when the caller does not say (the local backend
-#: passes ``LocalParams.draft_tokens``, 0 by default).
-DRAFT_TOKENS = 4
 #: Longest run of last tokens looked up to guess what follows (the longest match found wins).
 DRAFT_NGRAM = 3
 #: Seconds of a step with S positions per row relative to one position, for 8 rows (SmolLM2-135M,
@@ -404,7 +401,7 @@ def fast_decode(
     generator: torch.Generator,
     on_step: Callable[[int, int, int], None] | None = None,
     decoder: LlamaDecoder | None = None,
-    draft_tokens: int = DRAFT_TOKENS,
+    draft_tokens: int = 0,
 ) -> list[Piece]:
     """``sampling.decode`` with ``LlamaDecoder`` steps: the same contract, and the same draws for the
     same generator (module docstring). ``decoder``: one already built for ``model`` with its current
