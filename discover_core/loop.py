@@ -348,7 +348,14 @@ def run_config(
     if resume:
         _refuse_finished(loaded, f"discover run {path} --resume")
         disc = Discovery(loaded, reporter=reporter)
-        disc.resume_or_restart()
+        # nothing to resume: the run starts here, and a start that fails leaves nothing (as without --resume)
+        fresh, made = not disc.store.holds_run(), not disc.store.root.exists()
+        try:
+            disc.resume_or_restart()
+        except BaseException:
+            if fresh:
+                disc.store.discard(remove_root=made)
+            raise
         return disc.run()
     # never write over an earlier run or the user's files: a fresh, locked folder (runs/x, runs/x-1, ...)
     store = RunStore.claim(loaded.config.run.output)

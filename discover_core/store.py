@@ -269,8 +269,9 @@ class RunStore:
         except OSError:
             return []
 
-    def discard(self) -> None:
-        """Remove what a run that never started wrote here, and the folder if ``claim`` made it.
+    def discard(self, remove_root: bool | None = None) -> None:
+        """Remove what a run that never started wrote here, and the folder if ``claim`` made it
+        (or if ``remove_root``: a caller that saw the folder absent before the start).
 
         A failed start (a missing SDK, key or replies file, a crashing ``initial_states``)
         leaves nothing: no folder for ``discover runs`` to hide, no ``-1`` suffix on the next
@@ -284,7 +285,7 @@ class RunStore:
             else:
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
-        if self._made_root:
+        if self._made_root if remove_root is None else remove_root:
             with contextlib.suppress(OSError):
                 self.root.rmdir()  # only when empty
 

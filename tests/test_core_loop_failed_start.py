@@ -60,3 +60,20 @@ def test_an_empty_folder_the_user_made_stays(tmp_path, monkeypatch):
         start(tmp_path, "run.steps=1")
     assert list((tmp_path / "runs").iterdir()) == [tmp_path / "runs" / "toy"]
     assert list((tmp_path / "runs" / "toy").iterdir()) == []
+
+
+def test_a_failed_start_under_resume_leaves_nothing_either(tmp_path):
+    """``discover run --resume`` on a folder with no run starts one there; if that start fails, the
+    folder it made goes too."""
+    with pytest.raises(UserError):
+        run_config(
+            CONFIG,
+            [
+                f"run.output={tmp_path / 'runs' / 'toy'}",
+                "sandbox.isolation=none",
+                f"backend.path={tmp_path / 'no.jsonl'}",
+            ],
+            resume=True,
+            reporter=Reporter(),
+        )
+    assert not (tmp_path / "runs" / "toy").exists()
