@@ -248,7 +248,7 @@ def main() -> None:
         prompt_len = len(comps[0].prompt_tokens)
         advantages = [1.0 if k % 2 == 0 else -1.0 for k in range(len(comps))]
         base_note = ""
-        if backend.trainer.adapter_is_zero() and all(c.model_logprobs is not None for c in comps):
+        if backend.trainer.base_from_sampler(comps):
             # this step takes ℓ^base from the sampler: time the base pass it does without
             t = time.perf_counter()
             backend.trainer.logprobs([(c.prompt_tokens, c.tokens) for c in comps], args.temperature, base=True)

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from ..lora.budget import Piece
-from .sampling import draw_uniforms, sample_tokens
+from .sampling import Rows, draw_uniforms, sample_tokens
 
 #: Longest run of last tokens looked up to guess what follows (the longest match found wins).
 DRAFT_NGRAM = 3
@@ -423,7 +423,8 @@ def fast_decode(
             prompt_kv[li].append((k[0], v[0]))
         last_logits.append(out.logits[0, -1])
     B = len(rows)
-    budget = [max(0, int(n)) for n in budgets]
+    book = Rows(budgets, stop_ids, on_step)  # the pieces and the stop/budget rule of every decode loop
+    budget, pieces, done = book.budget, book.pieces, book.done
     T = max([1, *budget])
     u_BT = draw_uniforms(B, T, generator, "cpu")
     draft_tokens = max(0, int(draft_tokens))
@@ -438,30 +439,7 @@ def fast_decode(
     prompts = PromptCache(prompt_kv, row_to_distinct)
     prompt_len = [len(r) for r in rows]
     drafter = Drafter(rows) if draft_tokens else None
-    stop = set(stop_ids)
     record = GuessRecord()
-    pieces = [Piece() for _ in range(B)]
-    done = [n <= 0 for n in budget]
-
-    def take(b: int, drawn: list[int], logq: list[float], logp: list[float]) -> tuple[int, bool, bool]:
-        """Append row b's drawn tokens up to a stop token or its budget: (added, stopped, exhausted)."""
-        piece, added = pieces[b], 0
-        for tok, lq, lp in zip(drawn, logq, logp, strict=True):
-            piece.tokens.append(tok)
-            piece.logprobs.append(lq)
-            piece.model_logprobs.append(lp)
-            added += 1
-            if tok in stop:
-                piece.stopped = done[b] = True
-                return added, True, False
-            if len(piece.tokens) >= budget[b]:
-                done[b] = True
-                return added, False, True
-        return added, False, False
-
-    def report(counts: list[tuple[int, bool, bool]]) -> None:
-        if on_step is not None:
-            on_step(sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts))
 
     # the first token of each row from its prompt's last logits
     first = [b for b in range(B) if not done[b]]
@@ -469,11 +447,13 @@ def fast_decode(
         drawn_B = sample_tokens(
             torch.stack([last_logits[row_to_distinct[b]] for b in first]), temperature, top_p, u_BT[first, 0]
         )
-        counts = [take(b, [t], [lq], [lp]) for b, t, lq, lp in zip(first, *(x.tolist() for x in drawn_B), strict=True)]
+        counts = [
+            book.take(b, [t], [lq], [lp]) for b, t, lq, lp in zip(first, *(x.tolist() for x in drawn_B), strict=True)
+        ]
         if drafter is not None:
             for b in first:
                 drafter.extend(b, pieces[b].tokens[-1:])
-        report(counts)
+        book.report(counts)
     while not all(done):
         # row b feeds its last sampled token and its guesses; a finished row feeds padding (unread)
         n_B = [len(p.tokens) for p in pieces]
@@ -511,10 +491,10 @@ def fast_decode(
             while kept <= len(g) and drawn[kept - 1] == g[kept - 1]:
                 kept += 1  # guess kept-1 was drawn: the draw after it is valid too
             record.add(found[b][1], checked=min(len(g), kept), kept=kept - 1)  # guesses after a miss go unchecked
-            counts.append(take(b, drawn[:kept], logq[:kept], logp[:kept]))
+            counts.append(book.take(b, drawn[:kept], logq[:kept], logp[:kept]))
             if drafter is not None:
                 drafter.extend(b, pieces[b].tokens[len(pieces[b].tokens) - counts[-1][0] :])
-        report(counts)
+        book.report(counts)
         record.fade()
     return pieces
 

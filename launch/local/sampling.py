@@ -165,27 +165,56 @@ def sample_loop(
 ) -> list[Piece]:
     """Draw a token per row from ``logits_BV``, record it with its log-prob, stop rows that sampled a
     stop token or used their budget, and ask ``next_logits(tok_B, step)`` for the next step's logits
-    (finished rows are fed ``pad_id``). Shared by every decode loop, so they draw alike."""
+    (finished rows are fed ``pad_id``). The draw (``sample_tokens``) and the row rule (``Rows``) are
+    those of every decode loop, so they draw alike."""
     device = logits_BV.device
-    done_B = budget_B <= 0
-    pieces = [Piece() for _ in range(budget_B.shape[0])]
-    stop_T = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
+    rows = Rows(budget_B.tolist(), stop_ids, on_step)
     u_BT = draw_uniforms(budget_B.shape[0], int(budget_B.max().item()), generator, device)
     for step in range(int(budget_B.max().item())):
+        live = rows.live()
         tok_B, logq_B, logp_B = sample_tokens(logits_BV, temperature, top_p, u_BT[:, step])
-        tok_B = torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B)
-        for b in (~done_B).nonzero().flatten().tolist():
-            pieces[b].tokens.append(int(tok_B[b]))
-            pieces[b].logprobs.append(float(logq_B[b]))
-            pieces[b].model_logprobs.append(float(logp_B[b]))
-        stopped_B = torch.isin(tok_B, stop_T) & ~done_B
-        for b in stopped_B.nonzero().flatten().tolist():
-            pieces[b].stopped = True
-        exhausted_B = (budget_B <= step + 1) & ~done_B & ~stopped_B
-        if on_step is not None:
-            on_step(int((~done_B).sum()), int(stopped_B.sum()), int(exhausted_B.sum()))
-        done_B = done_B | stopped_B | exhausted_B
-        if bool(done_B.all()):
+        tok_l, logq_l, logp_l = tok_B.tolist(), logq_B.tolist(), logp_B.tolist()
+        rows.report([rows.take(b, [tok_l[b]], [logq_l[b]], [logp_l[b]]) for b in live])
+        if not rows.live():
             break
-        logits_BV = next_logits(tok_B, step)
-    return pieces
+        done_B = torch.tensor(rows.done, device=device)
+        logits_BV = next_logits(torch.where(done_B, torch.full_like(tok_B, pad_id), tok_B), step)
+    return rows.pieces
+
+
+class Rows:
+    """The rows of one decode call: their pieces, and the rule every decode loop applies to what a
+    row draws — tokens are appended until a stop token (kept, the row stops) or the row's budget."""
+
+    def __init__(self, budgets: Sequence[int], stop_ids: set[int], on_step: Callable[[int, int, int], None] | None):
+        self.budget = [max(0, int(n)) for n in budgets]
+        self.stop = set(stop_ids)
+        self.on_step = on_step
+        self.pieces = [Piece() for _ in self.budget]
+        self.done = [n <= 0 for n in self.budget]
+
+    def live(self) -> list[int]:
+        return [b for b, d in enumerate(self.done) if not d]
+
+    def take(
+        self, b: int, drawn: Sequence[int], logq: Sequence[float], logp: Sequence[float]
+    ) -> tuple[int, bool, bool]:
+        """Append row b's drawn tokens up to a stop token or its budget: (added, stopped, exhausted)."""
+        piece, added = self.pieces[b], 0
+        for tok, lq, lp in zip(drawn, logq, logp, strict=True):
+            piece.tokens.append(tok)
+            piece.logprobs.append(lq)
+            piece.model_logprobs.append(lp)
+            added += 1
+            if tok in self.stop:
+                piece.stopped = self.done[b] = True
+                return added, True, False
+            if len(piece.tokens) >= self.budget[b]:
+                self.done[b] = True
+                return added, False, True
+        return added, False, False
+
+    def report(self, counts: Sequence[tuple[int, bool, bool]]) -> None:
+        """``on_step(tokens added, rows stopped, rows that used their budget)`` for one step's ``take``s."""
+        if self.on_step is not None:
+            self.on_step(sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts))

@@ -161,12 +161,16 @@ class Trainer:
                         return False
         return True
 
+    def base_from_sampler(self, completions) -> bool:
+        """Whether ℓ^base of ``completions`` is what their sampler recorded (``_base_logprobs``)."""
+        return all(c.model_logprobs is not None for c in completions) and self.adapter_is_zero()
+
     def _base_logprobs(self, completions, sequences, temperature: float) -> list[torch.Tensor]:
         """ℓ^base of each completion. While the adapter is zero (the first step) the model that sampled
         was the base model, and the log-probs its sampler recorded before the top-p cut
         (``Completion.model_logprobs``) are ℓ^base at this temperature: no forward pass. Otherwise a
         pass with the adapter switched off."""
-        if all(c.model_logprobs is not None for c in completions) and self.adapter_is_zero():
+        if self.base_from_sampler(completions):
             return [torch.tensor(c.model_logprobs, dtype=torch.float32) for c in completions]
         return self.logprobs(sequences, temperature, base=True)
 
