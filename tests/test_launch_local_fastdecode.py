@@ -29,11 +29,15 @@ def full_forward_logprobs(model, row, tokens):
 
 # as the backend lays rollouts out (prompt by prompt, as many each): the prompts stacked, the shorter one padded
 STACKED = [[5, 6, 7, 8, 9]] * 3 + [[11, 12, 13]] * 3
+# prompts sharing a beginning longer than SHARED_MIN (a system message and problem statement), their rests
+# of unequal length: the beginning is prefilled once and read once a step, each rest copied to its rows
+BEGINNING = [(7 * i) % 40 + 3 for i in range(fastdecode.SHARED_MIN + 5)]
+SHARED = [BEGINNING + [5, 6]] * 3 + [BEGINNING + [11]] * 3
 
 
 @pytest.mark.parametrize("draft_tokens", [0, 4], ids=["one-position", "guesses"])
 @pytest.mark.parametrize("budgets", [[16] * 6, [16, 3, 9, 0, 16, 5]], ids=["equal", "rows-finish-early"])
-@pytest.mark.parametrize("rows", [ROWS, STACKED], ids=["runs", "stacked"])
+@pytest.mark.parametrize("rows", [ROWS, STACKED, SHARED], ids=["runs", "stacked", "shared-beginning"])
 def test_same_logprobs_and_draws_as_the_generic_loop(rows, budgets, draft_tokens):
     torch.manual_seed(0)
     model, _ = tiny_model_and_tokenizer()
@@ -47,6 +51,22 @@ def test_same_logprobs_and_draws_as_the_generic_loop(rows, budgets, draft_tokens
     for row, piece in zip(rows, fast, strict=True):
         ref = full_forward_logprobs(model, row, piece.tokens)
         assert max((abs(a - b) for a, b in zip(ref, piece.logprobs, strict=True)), default=0.0) < 1e-5
+
+
+def test_a_shared_beginning_is_prefilled_once_to_the_same_keys():
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_tokenizer()
+    prompts = [tuple(r) for r in (SHARED[0], SHARED[3], BEGINNING[:-2])]
+    kv, logits, shared = fastdecode._prefill(model, prompts, 2)
+    assert shared == len(BEGINNING) - 3  # every prompt keeps at least its last token apart
+    alone, alone_logits, none_shared = fastdecode._prefill(model, prompts[:1], 2)
+    assert none_shared == 0
+    for li in range(2):
+        for got, want in zip(kv[li][0], alone[li][0], strict=True):
+            assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(logits[0], alone_logits[0], atol=1e-5)
+    # fewer than SHARED_MIN tokens in common: each prompt alone
+    assert fastdecode._prefill(model, [tuple(r) for r in (ROWS[0], ROWS[3])], 2)[2] == 0
 
 
 def test_budgets_and_stops_per_row():
@@ -221,3 +241,20 @@ def test_first_update_takes_the_base_logprobs_from_the_sampler(monkeypatch, fast
     assert not be.trainer.adapter_is_zero()
     be.train(batch)
     assert passes and passes[0].get("base")  # a trained adapter: the base pass again
+
+
+def test_rows_read_a_shared_beginning_once(monkeypatch):
+    made = []
+    original = fastdecode.PromptCache
+
+    def spy(kv, row_to_distinct):
+        made.append(([k.shape[1] for k, _ in kv[0]], row_to_distinct))
+        return original(kv, row_to_distinct)
+
+    monkeypatch.setattr(fastdecode, "PromptCache", spy)
+    torch.manual_seed(0)
+    model, _ = tiny_model_and_tokenizer()
+    fastdecode.fast_decode(model, SHARED, [4] * 6, generator=torch.Generator().manual_seed(0), **SETTINGS)
+    fastdecode.fast_decode(model, STACKED, [4] * 6, generator=torch.Generator().manual_seed(0), **SETTINGS)
+    # the beginning once for all rows; prompts with nothing in common each once
+    assert made == [([len(BEGINNING)], [0] * 6), ([5, 3], [0, 0, 0, 1, 1, 1])]

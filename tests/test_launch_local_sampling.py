@@ -139,3 +139,21 @@ def test_no_merge_in_half_precision():
 
 def _base_weight_name(b: LocalBackend) -> str:
     return next(n for n, _ in b.model.named_parameters() if n.endswith("base_layer.weight"))
+
+
+@pytest.mark.parametrize("block", [16, 128])
+def test_invert_cumsum_agrees_with_one_running_sum(monkeypatch, block):
+    """The two-level search (block sums, then inside one block) picks the index one float64 running
+    sum picks, across blocks, with zeros (outside a nucleus) and a width that is no multiple of a block."""
+    monkeypatch.setattr(sampling, "DRAW_BLOCK", block)
+    gen = torch.Generator().manual_seed(0)
+    p_BK = torch.rand(4, 1000, generator=gen) ** 8  # a few tokens hold most of the mass
+    p_BK[:, 990:] = 0.0
+    p_BK[1, :500] = 0.0
+    u_B = torch.rand(4 * 500, generator=gen, dtype=torch.float64).view(500, 4)
+    for u in [*u_B, torch.zeros(4, dtype=torch.float64), torch.full((4,), 1 - 1e-17, dtype=torch.float64)]:
+        cdf_BK = p_BK.double().cumsum(dim=-1)
+        want = torch.searchsorted(cdf_BK, u[:, None] * cdf_BK[:, -1:], right=True).clamp(max=989)
+        got = sampling.invert_cumsum(p_BK, u)
+        assert torch.equal(got, want), (u, got, want)
+        assert bool((p_BK.gather(-1, got) > 0).all())  # never an index without mass

@@ -47,6 +47,7 @@ generic decode loop of ``sampling.py``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
@@ -407,37 +408,40 @@ def fast_decode(
     same generator (module docstring). ``decoder``: one already built for ``model`` with its current
     weights (a caller decoding several batches gathers them once). ``draft_tokens``: guesses checked
     per row and step (0: one position per step)."""
-    from ..lora.compat import output_cache
-
     decoder = decoder or LlamaDecoder(model)
     distinct: dict[tuple[int, ...], int] = {}
     row_to_distinct = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
-    # prefill each distinct prompt alone (no padding): its keys/values, kept once
-    prompt_kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in decoder.layers]
-    last_logits = []
-    for row in distinct:
-        out = model(input_ids=torch.tensor([row]), use_cache=True, logits_to_keep=1)
-        cache = output_cache(out)
-        for li in range(len(decoder.layers)):
-            k, v = _layer_kv(cache, li)
-            prompt_kv[li].append((k[0], v[0]))
-        last_logits.append(out.logits[0, -1])
+    prompt_kv, last_logits, shared = _prefill(model, list(distinct), len(decoder.layers))
     B = len(rows)
     book = Rows(budgets, stop_ids, on_step)  # the pieces and the stop/budget rule of every decode loop
     budget, pieces, done = book.budget, book.pieces, book.done
     T = max([1, *budget])
     u_BT = draw_uniforms(B, T, generator, "cpu")
     draft_tokens = max(0, int(draft_tokens))
-    # room for the guesses written past a row's budget
+    # Where a row's prompt is read from: the distinct prompts, each once (``PromptCache``), or, when
+    # the distinct prompts share a long beginning, that beginning once for every row and each row's
+    # own rest copied ahead of its generated keys, when that reads fewer keys a step
+    rest_B = [len(rows[b]) - shared for b in range(B)]
+    keys_read = sum(len(rows[start]) for start, _, _ in _runs(row_to_distinct))  # a prompt once per run of rows
+    if len(distinct) > 1 and shared + sum(rest_B) < keys_read:
+        prompts = PromptCache([[(layer[0][0][:, :shared], layer[0][1][:, :shared])] for layer in prompt_kv], [0] * B)
+        read_B = [shared] * B  # prompt positions held in ``prompts`` for row b
+    else:
+        prompts = PromptCache(prompt_kv, row_to_distinct)
+        rest_B, read_B = [0] * B, [len(r) for r in rows]
+    # room for the prompt's rest, the budget and the guesses written past a row's budget
     gen_kv = [
         (
-            torch.zeros(B, decoder.KV, T + draft_tokens, decoder.Dh),
-            torch.zeros(B, decoder.KV, T + draft_tokens, decoder.Dh),
+            torch.zeros(B, decoder.KV, max(rest_B) + T + draft_tokens, decoder.Dh),
+            torch.zeros(B, decoder.KV, max(rest_B) + T + draft_tokens, decoder.Dh),
         )
         for _ in decoder.layers
     ]
-    prompts = PromptCache(prompt_kv, row_to_distinct)
-    prompt_len = [len(r) for r in rows]
+    for b in range(B):
+        if rest_B[b]:
+            for (k, v), layer in zip(gen_kv, prompt_kv, strict=True):
+                pk, pv = layer[row_to_distinct[b]]
+                k[b, :, : rest_B[b]], v[b, :, : rest_B[b]] = pk[:, shared:], pv[:, shared:]
     drafter = Drafter(rows) if draft_tokens else None
     record = GuessRecord()
 
@@ -466,9 +470,10 @@ def fast_decode(
         seqs = [([pieces[b].tokens[-1]] if pieces[b].tokens else [pad_id]) + guesses[b] for b in range(B)]
         tok_BS = torch.tensor([seq + [pad_id] * (S - len(seq)) for seq in seqs])
         # a finished row's keys are never read again: it writes where the live rows write
-        live_start = max((n_B[b] - 1 for b in range(B) if not done[b]), default=0)
-        start_B = torch.tensor([live_start if done[b] else max(n_B[b] - 1, 0) for b in range(B)])
-        pos_BS = torch.tensor(prompt_len)[:, None] + start_B[:, None] + torch.arange(S)
+        # (a row's keys: the rest of its prompt, then its tokens; the fed token is at n_B − 1)
+        live_start = max((rest_B[b] + n_B[b] - 1 for b in range(B) if not done[b]), default=0)
+        start_B = torch.tensor([live_start if done[b] else rest_B[b] + max(n_B[b] - 1, 0) for b in range(B)])
+        pos_BS = torch.tensor(read_B)[:, None] + start_B[:, None] + torch.arange(S)
         logits_BSV = decoder.step(tok_BS, pos_BS, start_B, prompts, gen_kv).view(B, S, -1)
         # draw every position that may be kept: after the last token and after each guess
         live = [b for b in range(B) if not done[b]]
@@ -497,6 +502,41 @@ def fast_decode(
         book.report(counts)
         record.fade()
     return pieces
+
+
+#: Fewest tokens at the beginning of every distinct prompt worth prefilling once for all of them.
+SHARED_MIN = 32
+
+
+@torch.no_grad()
+def _prefill(model, prompts: list[tuple[int, ...]], layers: int):
+    """Each prompt's keys and values (per layer, per prompt: (KV, length, Dh)), its last logits, and
+    how many first tokens all prompts share (0 if fewer than ``SHARED_MIN``). With several prompts
+    those first tokens are computed once: the prompts an engine sends share their system message and
+    problem statement and differ in the parent shown. Each prompt keeps at least its last token
+    apart, whose logits draw its first token."""
+    from ..lora.compat import cache_kwargs, output_cache
+
+    shared = 0
+    if len(prompts) > 1:
+        shortest = min(len(r) for r in prompts) - 1
+        while shared < shortest and all(r[shared] == prompts[0][shared] for r in prompts):
+            shared += 1
+    if shared < SHARED_MIN:
+        shared = 0
+    head = output_cache(model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True)) if shared else None
+    kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(layers)]
+    last_logits = []
+    for u, row in enumerate(prompts):
+        # the shared keys/values are extended in a copy, the last prompt may extend them in place
+        past = {} if head is None else cache_kwargs(model, head if u == len(prompts) - 1 else copy.deepcopy(head))
+        out = model(input_ids=torch.tensor([row[shared:]]), use_cache=True, logits_to_keep=1, **past)
+        cache = output_cache(out)
+        for li in range(layers):
+            k, v = _layer_kv(cache, li)
+            kv[li].append((k[0], v[0]))
+        last_logits.append(out.logits[0, -1])
+    return kv, last_logits, shared
 
 
 def _layer_kv(cache, li: int) -> tuple[torch.Tensor, torch.Tensor]:
