@@ -186,10 +186,12 @@ class PromptCache:
             q_UKND, self.k_UKPD[li], self.v_UKPD[li], attn_mask=self.mask_U11P, scale=1.0
         )[:2]
         o_gen, lse_gen = self.flash(q_BKXD, gen_k_BKTD, gen_v_BKTD, attn_mask=gen_mask_B1XT, scale=1.0)[:2]
-        o_prompt = o_prompt.view(U, KV, n, X, Dh).transpose(1, 2).reshape(B, KV, X, Dh)
-        lse_prompt = lse_prompt.view(U, KV, n, X).transpose(1, 2).reshape(B, KV, X)
-        share_BKX1 = torch.sigmoid(lse_prompt - lse_gen)[..., None]  # the prompt's part of the softmax mass
-        return torch.lerp(o_gen, o_prompt, share_BKX1)
+        # both parts seen as (U, n, KV, X, ·): views, no copies
+        o_prompt_UNKXD = o_prompt.unflatten(2, (n, X)).transpose(1, 2)
+        lse_prompt_UNKX = lse_prompt.unflatten(2, (n, X)).transpose(1, 2)
+        share_UNKX1 = torch.sigmoid(lse_prompt_UNKX - lse_gen.unflatten(0, (U, n))).unsqueeze(-1)  # the prompt's mass
+        out = torch.lerp(o_gen.unflatten(0, (U, n)), o_prompt_UNKXD, share_UNKX1)
+        return out.reshape(B, KV, X, Dh)
 
     def _attend_runs(self, li: int, q_BKXD, gen_k_BKTD, gen_v_BKTD, gen_mask_B1XT) -> torch.Tensor:
         s_gen = torch.matmul(q_BKXD, gen_k_BKTD.transpose(-1, -2)) + gen_mask_B1XT
@@ -524,7 +526,9 @@ def _prefill(model, prompts: list[tuple[int, ...]], layers: int):
             shared += 1
     if shared < SHARED_MIN:
         shared = 0
-    head = output_cache(model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True)) if shared else None
+    head = None  # (logits of the shared part are not needed: logits_to_keep=1 skips most of the head's product)
+    if shared:
+        head = output_cache(model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True, logits_to_keep=1))
     kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(layers)]
     last_logits = []
     for u, row in enumerate(prompts):
