@@ -222,8 +222,10 @@ class LlamaDecoder:
         self.eps = float(body.norm.variance_epsilon)
         # Each RMSNorm's weight scales the columns of the product after it, and 1/√d_head scales the
         # query rows: folded into the weights once, they cost no operation per step (rounding aside,
-        # (w ⊙ x̂)Wᵀ = x̂(W diag w)ᵀ, and the rotary embedding is linear).
-        self.head = _Weight(inner.lm_head.weight * body.norm.weight)
+        # (w ⊙ x̂)Wᵀ = x̂(W diag w)ᵀ, and the rotary embedding is linear). So does the √d of the norm
+        # itself: x / √(mean(x²) + ε) = √d · x / √(Σx² + d·ε) (``_rms``).
+        d = int(cfg.hidden_size)
+        self.head = _Weight(inner.lm_head.weight * (body.norm.weight * d**0.5))
         self.inv_freq = body.rotary_emb.inv_freq.float()
         self.rope_scale = float(getattr(body.rotary_emb, "attention_scaling", 1.0))
         self.H, self.KV = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
@@ -237,16 +239,18 @@ class LlamaDecoder:
             gate_up = torch.cat([_weight(mlp.gate_proj), _weight(mlp.up_proj)])
             self.layers.append(
                 (
-                    _Weight(qkv * layer.input_layernorm.weight),
+                    _Weight(qkv * (layer.input_layernorm.weight * d**0.5)),
                     _Weight(_weight(att.o_proj)),
-                    _Weight(gate_up * layer.post_attention_layernorm.weight),
+                    _Weight(gate_up * (layer.post_attention_layernorm.weight * d**0.5)),
                     _Weight(_weight(mlp.down_proj)),
                 )
             )
 
     def _rms(self, x: torch.Tensor) -> torch.Tensor:
-        """RMSNorm without its weight (folded into the next product)."""
-        return F.rms_norm(x, (x.shape[-1],), None, self.eps)
+        """RMSNorm without its weight and without the factor √d (both folded into the next product):
+        x / √(Σx² + d·ε). Written out, it is a millisecond a step faster than ``F.rms_norm``'s
+        general kernel for these 8 × 576 inputs."""
+        return x * (x * x).sum(dim=-1, keepdim=True).add_(self.eps * x.shape[-1]).rsqrt_()
 
     @staticmethod
     def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
