@@ -12,6 +12,9 @@ computes the same function with
 - the prompt's keys/values kept once per distinct prompt, not once per rollout: a rollout
   attends to [K_prompt, K_generated] under one softmax (``PromptCache``: the prompts stacked and
   attended with torch's flash-attention kernel, the two parts joined by their log-sum-exps);
+  when the distinct prompts share a long beginning (system message, problem statement), that
+  beginning is prefilled once and kept once for all rows, each row's own rest of its prompt
+  copied ahead of its generated keys, whichever reads fewer keys a step;
 - each RMSNorm's weight and the 1/√d_head of the scores folded into the weights of the product
   that follows them, once per call, instead of multiplied in at every step;
 - the weights packed once for MKL's matrix product (``torch.ops.mkl._mkl_linear``) where torch has
