@@ -33,11 +33,15 @@ STACKED = [[5, 6, 7, 8, 9]] * 3 + [[11, 12, 13]] * 3
 # of unequal length: the beginning is prefilled once and read once a step, each rest copied to its rows
 BEGINNING = [(7 * i) % 40 + 3 for i in range(fastdecode.SHARED_MIN + 5)]
 SHARED = [BEGINNING + [5, 6]] * 3 + [BEGINNING + [11]] * 3
+# rows of two prompts alternating, one prompt the beginning of the other
+NESTED = [BEGINNING + [5, 6], BEGINNING] * 3
 
 
 @pytest.mark.parametrize("draft_tokens", [0, 4], ids=["one-position", "guesses"])
 @pytest.mark.parametrize("budgets", [[16] * 6, [16, 3, 9, 0, 16, 5]], ids=["equal", "rows-finish-early"])
-@pytest.mark.parametrize("rows", [ROWS, STACKED, SHARED], ids=["runs", "stacked", "shared-beginning"])
+@pytest.mark.parametrize(
+    "rows", [ROWS, STACKED, SHARED, NESTED], ids=["runs", "stacked", "shared-beginning", "nested-interleaved"]
+)
 def test_same_logprobs_and_draws_as_the_generic_loop(rows, budgets, draft_tokens):
     torch.manual_seed(0)
     model, _ = tiny_model_and_tokenizer()
