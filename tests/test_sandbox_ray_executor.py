@@ -191,6 +191,27 @@ def _kill_running(ray, sb, count: int = 1) -> None:
         ray.kill(m.handle, no_restart=True)
 
 
+def test_an_actor_waits_before_reporting_a_server_that_died_under_the_program(monkeypatch):
+    """Ray stops an actor's child processes before the actor: the actor must not answer "server died"
+    at once, or a killed worker passes for the program's crash and is not retried elsewhere."""
+    pytest.importorskip("ray")
+    from discover_ttt.sandbox import ray_executor
+    from discover_ttt.sandbox.runner import SERVER_DIED, SandboxResult
+
+    waits = []
+    monkeypatch.setattr(ray_executor.time, "sleep", waits.append)
+    actor = ray_executor._NodeSandbox.__new__(ray_executor._NodeSandbox)
+    for result, waited in [
+        (SandboxResult(False, kind="crash", error=SERVER_DIED + ": log tail"), [ray_executor._KILL_WAIT_S]),
+        (SandboxResult(False, kind="crash", error="MemoryError"), []),
+        (SandboxResult(True, value=1.0), []),
+    ]:
+        waits.clear()
+        actor.sandbox = type("Fake", (), {"run": staticmethod(lambda r=result, **job: r)})()
+        assert actor.run({"source": ""})["error"] == result.error
+        assert waits == waited
+
+
 def test_lost_actor_is_retried_once_elsewhere_then_crash(ray_local):
     from discover_ttt.sandbox.ray_executor import RaySandbox
 

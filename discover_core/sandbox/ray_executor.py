@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import MissingExtra
 from .executors import RayExecutorError, ray_request, slot_gpus
-from .runner import _GRACE_S, Sandbox, SandboxError, SandboxResult
+from .runner import _GRACE_S, SERVER_DIED, Sandbox, SandboxError, SandboxResult
 
 try:
     import ray
@@ -50,6 +50,8 @@ _READY_TIMEOUT_S = 180.0
 #: lost actors are replaced every this many seconds, on nodes that lost none for _SETTLE_S
 #: (a dead node can stay listed as alive until Ray's health checks notice)
 _HEAL_PERIOD_S, _SETTLE_S = 10.0, 30.0
+#: how long an actor whose sandbox server died under a program waits before answering (``_NodeSandbox.run``)
+_KILL_WAIT_S = 1.0
 #: Ray errors that mean "the worker running this call is gone", not "the program failed"
 _LOST = tuple(
     getattr(ray.exceptions, name)
@@ -82,7 +84,13 @@ class _NodeSandbox:
         return {"isolation": self.sandbox.isolation, "pid": os.getpid(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        return dataclasses.asdict(self.sandbox.run(**job))
+        result = self.sandbox.run(**job)
+        if result.kind == "crash" and (result.error or "").startswith(SERVER_DIED):
+            # Ray stops an actor's child processes before the actor itself: a server that died under the
+            # program may mean this actor is being killed. Answering at once would pass the lost worker off
+            # as the program's crash (no retry); an actor being killed dies within this wait instead.
+            time.sleep(_KILL_WAIT_S)
+        return dataclasses.asdict(result)
 
     def close(self) -> None:
         self.sandbox.close()

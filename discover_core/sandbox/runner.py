@@ -60,6 +60,8 @@ _THREAD_VARS = (
 # into the repository (an editable install's link tree, scripts/setup.sh) would point at nothing.
 _HERE = os.path.dirname(os.path.realpath(__file__))
 _GRACE_S = 5.0  # host deadline = program limit + this; the server itself kills at the limit
+#: The error of a program whose sandbox server died under it (the program may have killed it).
+SERVER_DIED = "the sandbox server died while running the program (the program may have killed it)"
 _START_TIMEOUT_S = 120.0
 #: how a program's memory is limited: its address space (RLIMIT_AS), or the proportional resident
 #: memory of its whole process tree, polled by the server (CUDA reserves far more address space than
@@ -327,8 +329,7 @@ class _Worker:
                 raise
             tail = self._log_tail()
             self._kill()
-            error = "the sandbox server died while running the program (the program may have killed it)"
-            return SandboxResult(False, kind="crash", error=error + (f": {tail}" if tail else ""))
+            return SandboxResult(False, kind="crash", error=SERVER_DIED + (f": {tail}" if tail else ""))
         finally:
             if not self.sandbox.fork_server:
                 self.close()
