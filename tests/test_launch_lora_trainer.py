@@ -95,6 +95,28 @@ def test_chunked_token_logprobs_equal_one_piece_with_gradients():
     torch.testing.assert_close(g_pieces, g_whole)
 
 
+@pytest.mark.parametrize("head_kind", ["plain", "bias", "softcap"])
+def test_chunked_token_logprobs_give_the_gradients_of_log_softmax(head_kind):
+    """Chunks of a plain head go through the hand-written backward (logits recomputed once, no logits
+    kept), other heads through checkpointing: both give log_softmax's values and gradients, the
+    head's own weight included."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=head_kind == "bias")
+    softcap = 3.0 if head_kind == "softcap" else None
+    hidden = torch.randn(11, 8, requires_grad=True)
+    target = torch.randint(0, 50, (11,))
+    got = objective.token_logprobs(head, hidden, target, 0.9, softcap=softcap, chunk=4)
+    g_got = torch.autograd.grad((got * torch.arange(11.0)).sum(), [hidden, head.weight])
+    logits = head(hidden).float()
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    want = torch.log_softmax(logits / 0.9, dim=-1).gather(1, target[:, None]).squeeze(1)
+    g_want = torch.autograd.grad((want * torch.arange(11.0)).sum(), [hidden, head.weight])
+    torch.testing.assert_close(got, want)
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_train_step_is_the_same_with_and_without_prefix_sharing():
     """Gradient checkpointing runs every rollout whole: the two paths must give one update."""
     shared, whole = trainer(), trainer(gradient_checkpointing=True)
