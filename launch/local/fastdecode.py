@@ -533,14 +533,18 @@ def _prefill(model, prompts: list[tuple[int, ...]], layers: int):
             shared += 1
     if shared < SHARED_MIN:
         shared = 0
-    head = None  # (logits of the shared part are not needed: logits_to_keep=1 skips most of the head's product)
+    beginning = None  # its cache; its logits are not needed (logits_to_keep=1 spares most of the head's product)
     if shared:
-        head = output_cache(model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True, logits_to_keep=1))
+        beginning = output_cache(model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True, logits_to_keep=1))
     kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(layers)]
     last_logits = []
     for u, row in enumerate(prompts):
         # the shared keys/values are extended in a copy, the last prompt may extend them in place
-        past = {} if head is None else cache_kwargs(model, head if u == len(prompts) - 1 else copy.deepcopy(head))
+        past = (
+            {}
+            if beginning is None
+            else cache_kwargs(model, beginning if u == len(prompts) - 1 else copy.deepcopy(beginning))
+        )
         out = model(input_ids=torch.tensor([row[shared:]]), use_cache=True, logits_to_keep=1, **past)
         cache = output_cache(out)
         for li in range(layers):
